@@ -1,0 +1,3 @@
+//! `tether-guest`: the guest heartbeat daemon binary.
+
+fn main() {}
