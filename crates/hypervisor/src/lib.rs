@@ -4,10 +4,28 @@
 //! out. Backends: `log` (record only), `exec` (run an operator's command template), `qmp` (talk
 //! to QEMU's monitor socket directly) and `virsh` (drive libvirt through its CLI). A simulated
 //! backend for tests lives with the simulated VMs in `tether-sim`.
+//!
+//! Backends are built from the host agent's configuration with pinned constructors:
+//! [`LogBackend::new`], [`ExecBackend::new`] (a command template), [`QmpBackend::new`] (a socket
+//! path template) and [`VirshBackend::new`] (the virsh binary). [`qmp::QmpClient`] is the QMP
+//! client the QMP backend is built on, reusable for lifecycle work (stop, cont, events).
+
+mod exec;
+mod log;
+mod process;
+pub mod qmp;
+pub mod template;
+mod virsh;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+
+pub use exec::ExecBackend;
+pub use log::LogBackend;
+pub use qmp::QmpBackend;
+pub use template::TemplateError;
+pub use virsh::VirshBackend;
 
 /// A boxed future, so that `Hypervisor` can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -98,5 +116,14 @@ pub enum HypervisorError {
         command: String,
         /// Its exit status, as printed.
         status: String,
+    },
+    /// A backend's command template cannot be used (found when the backend is built).
+    #[error("Invalid command template {template:?}")]
+    InvalidTemplate {
+        /// The template as configured.
+        template: String,
+        /// What is wrong with it.
+        #[source]
+        source: TemplateError,
     },
 }
