@@ -20,10 +20,19 @@
 //! | 2 | bad command-line flags or configuration |
 //! | 6 | the device does not exist (the channel is not configured for this VM) |
 
+pub mod cli;
 mod config;
 mod daemon;
+pub mod endpoint;
 mod error;
+pub mod fsm;
+pub mod health;
+pub mod link;
+pub mod logging;
+pub mod ratelimit;
+pub mod script;
+mod sys;
 
 pub use config::{ConfigError, ConfigWarning, GuestConfig, WarningKind, MAX_NOTICE_SECS};
 pub use daemon::{Daemon, Options};
-pub use error::GuestError;
+pub use error::{error_chain, GuestError};

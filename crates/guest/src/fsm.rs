@@ -1,0 +1,413 @@
+//! The guest heartbeat state machine (pure: `(state, event, now) → actions`).
+//!
+//! States follow the reference Guest-Client: `initial` until the channel is first seen,
+//! `disabled` while no host is connected, `enabling` while `init` is sent (at once, then every
+//! `HB_INIT_RETRY` ms, each time with a fresh random invocation id) and `enabled` once an
+//! `init_ack` for the current or the previous id arrives. While enabled every `challenge` is
+//! answered with the merged health ([`crate::health`]); no challenge for
+//! `max(2 × HB_INTERVAL, HB_MIN_TIMEOUT)` sends the machine back to `enabling`.
+//!
+//! The machine also owns the timers of the health-check script (run every
+//! `HEALTH_CHECK_INTERVAL` s while enabled) and of a pending lifecycle action (answered by the
+//! event script, or with `timeout` at `timeout_ms − 1000`). It never does I/O: the daemon feeds
+//! it [`Event`]s with the current time, carries out the returned [`Action`]s, and wakes it with
+//! [`Event::Tick`] at [`Heartbeat::next_deadline`].
+
+use std::fmt;
+use std::time::Duration;
+
+use tether_proto::{
+    ActionNotify, ActionResponse, ChallengeResponse, CorrectiveAction, EventType, Exit, Init,
+    Message, MsgType, Nack, NotificationType, VoteResult, MAX_INT, MAX_NAME_LEN,
+};
+use tokio::time::Instant;
+
+use crate::health::{merge, Reporter, ScriptHealth};
+use crate::script::ScriptOutcome;
+use crate::GuestConfig;
+
+/// The `log_msg` of the `exit` sent on shutdown.
+pub const EXIT_TEXT: &str = "Exiting...";
+/// The `log_msg` of an `action_response` whose deadline passed.
+pub const ACTION_TIMEOUT_TEXT: &str = "Timeout on application and/or script action responses.";
+
+/// A heartbeat state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Started; the channel has not been looked at yet.
+    Initial,
+    /// Registering with the host (`init` sent, waiting for `init_ack`).
+    Enabling,
+    /// Heartbeating: answering challenges.
+    Enabled,
+    /// No host on the channel.
+    Disabled,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Initial => "initial",
+            State::Enabling => "enabling",
+            State::Enabled => "enabled",
+            State::Disabled => "disabled",
+        })
+    }
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A host is on the channel.
+    ChannelUp,
+    /// The host went away (or the channel failed).
+    ChannelDown,
+    /// A message from the host.
+    Received(Message),
+    /// The health-check script finished.
+    HealthChecked(ScriptHealth),
+    /// The event script of run `run` finished.
+    EventScriptDone {
+        /// Which run (see [`Action::RunEventScript`]).
+        run: u64,
+        /// How it ended.
+        outcome: ScriptOutcome,
+    },
+    /// A deadline may have passed.
+    Tick,
+    /// The daemon is stopping.
+    Shutdown,
+}
+
+/// Something the daemon must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this message to the host.
+    Send(Message),
+    /// The state changed; log it.
+    StateChanged {
+        /// The old state.
+        from: State,
+        /// The new state.
+        to: State,
+    },
+    /// Start the health-check script, killing a run still going.
+    RunHealthCheck,
+    /// Kill the health-check script if it runs.
+    StopHealthCheck,
+    /// Start the event script with `<notification_type> <event_type>`, killing a run still
+    /// going; report it back as [`Event::EventScriptDone`] with this `run`.
+    RunEventScript {
+        /// Identifies this run.
+        run: u64,
+        /// First argument.
+        notification_type: NotificationType,
+        /// Second argument.
+        event_type: EventType,
+    },
+    /// Kill the event script if it runs (no answer is sent for it).
+    StopEventScript,
+    /// The host refused one of our messages; log it (rate-limited).
+    NackReceived(Nack),
+    /// An `init_ack` for an id that is neither the current nor the previous one.
+    StaleInitAck(u32),
+    /// A message that means nothing in this state; log it (rate-limited).
+    Ignored(MsgType, State),
+}
+
+/// Settings the machine works with, taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `init` sent (its `invocation_id` is replaced each time).
+    pub init: Init,
+    /// `HB_INIT_RETRY`.
+    pub init_retry: Duration,
+    /// `max(2 × HB_INTERVAL, HB_MIN_TIMEOUT)`.
+    pub challenge_timeout: Duration,
+    /// `HEALTH_CHECK_INTERVAL` when a script is configured and the interval is not 0.
+    pub health_check_interval: Option<Duration>,
+    /// Whether an `EVENT_NOTIFICATION_SCRIPT` is configured.
+    pub event_script: bool,
+    /// `CORRECTIVE_ACTION`.
+    pub corrective_action: CorrectiveAction,
+}
+
+impl Settings {
+    /// The settings for an instance `name` with configuration `config`.
+    pub fn new(name: &str, config: &GuestConfig) -> Settings {
+        let plus_one = |secs: u32| secs.saturating_add(1);
+        let interval = config.health_check_interval_secs;
+        Settings {
+            init: Init {
+                invocation_id: 0,
+                name: cut_name(name).to_owned(),
+                heartbeat_interval_ms: config.heartbeat_interval_ms,
+                vote_secs: plus_one(config.vote_secs),
+                shutdown_notice_secs: plus_one(config.shutdown_notice_secs),
+                suspend_notice_secs: plus_one(config.suspend_notice_secs),
+                resume_notice_secs: plus_one(config.resume_notice_secs),
+                restart_secs: plus_one(config.restart_secs),
+                corrective_action: config.corrective_action,
+            },
+            init_retry: Duration::from_millis(config.init_retry_ms.into()),
+            challenge_timeout: Duration::from_millis(config.challenge_timeout_ms()),
+            health_check_interval: (interval > 0 && config.health_check_script.is_some())
+                .then(|| Duration::from_secs(interval.into())),
+            event_script: config.event_notification_script.is_some(),
+            corrective_action: config.corrective_action,
+        }
+    }
+}
+
+/// `name` cut to at most 63 bytes on a character boundary.
+fn cut_name(name: &str) -> &str {
+    let mut end = name.len().min(MAX_NAME_LEN);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+/// A lifecycle action waiting for the event script.
+#[derive(Debug, Clone)]
+struct Pending {
+    notify: ActionNotify,
+    run: u64,
+    deadline: Instant,
+}
+
+/// The heartbeat state machine of one daemon.
+#[derive(Debug)]
+pub struct Heartbeat {
+    settings: Settings,
+    state: State,
+    rng: fastrand::Rng,
+    init_ids: [Option<u32>; 2],
+    next_init: Option<Instant>,
+    challenge_deadline: Option<Instant>,
+    next_health_check: Option<Instant>,
+    script_health: ScriptHealth,
+    reporter: Reporter,
+    pending: Option<Pending>,
+    runs: u64,
+}
+
+impl Heartbeat {
+    /// A machine in state `initial`; `seed` seeds the invocation ids.
+    pub fn new(settings: Settings, seed: u64) -> Heartbeat {
+        Heartbeat {
+            settings,
+            state: State::Initial,
+            rng: fastrand::Rng::with_seed(seed),
+            init_ids: [None, None],
+            next_init: None,
+            challenge_deadline: None,
+            next_health_check: None,
+            script_health: ScriptHealth::default(),
+            reporter: Reporter::new(),
+            pending: None,
+            runs: 0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The earliest time at which [`Event::Tick`] has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.next_init,
+            self.challenge_deadline,
+            self.next_health_check,
+            self.pending.as_ref().map(|p| p.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Handles one event at time `now`.
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match event {
+            Event::ChannelUp => {
+                if matches!(self.state, State::Initial | State::Disabled) {
+                    self.enter(State::Enabling, now, &mut out);
+                }
+            }
+            Event::ChannelDown => {
+                self.abort_action(&mut out);
+                if self.state != State::Disabled {
+                    self.enter(State::Disabled, now, &mut out);
+                }
+            }
+            Event::Received(message) => self.received(message, now, &mut out),
+            Event::HealthChecked(health) => self.script_health = health,
+            Event::EventScriptDone { run, outcome } => self.script_done(run, &outcome, &mut out),
+            Event::Tick => self.tick(now, &mut out),
+            Event::Shutdown => self.shutdown(now, &mut out),
+        }
+        out
+    }
+
+    fn enter(&mut self, to: State, now: Instant, out: &mut Vec<Action>) {
+        let from = std::mem::replace(&mut self.state, to);
+        out.push(Action::StateChanged { from, to });
+        if from == State::Enabled {
+            self.challenge_deadline = None;
+            self.next_health_check = None;
+            out.push(Action::StopHealthCheck);
+        }
+        self.next_init = None;
+        match to {
+            State::Enabling => self.send_init(now, out),
+            State::Enabled => {
+                self.challenge_deadline = Some(now + self.settings.challenge_timeout);
+                self.next_health_check = self.settings.health_check_interval.map(|i| now + i);
+            }
+            State::Initial | State::Disabled => {}
+        }
+    }
+
+    fn send_init(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let current = self.init_ids[0];
+        let id = loop {
+            let id = self.rng.u32(0..=MAX_INT);
+            if Some(id) != current {
+                break id;
+            }
+        };
+        self.init_ids = [Some(id), current];
+        self.next_init = Some(now + self.settings.init_retry);
+        let mut init = self.settings.init.clone();
+        init.invocation_id = id;
+        out.push(Action::Send(Message::Init(init)));
+    }
+
+    fn received(&mut self, message: Message, now: Instant, out: &mut Vec<Action>) {
+        match (self.state, message) {
+            (State::Enabling, Message::InitAck { invocation_id }) => {
+                if self.init_ids.contains(&Some(invocation_id)) {
+                    self.enter(State::Enabled, now, out);
+                } else {
+                    out.push(Action::StaleInitAck(invocation_id));
+                }
+            }
+            (
+                State::Enabled,
+                Message::Challenge {
+                    heartbeat_challenge,
+                },
+            ) => self.answer_challenge(heartbeat_challenge, now, out),
+            (_, Message::ActionNotify(notify)) => self.action_notify(notify, now, out),
+            (_, Message::Nack(nack)) => out.push(Action::NackReceived(nack)),
+            (state, other) => out.push(Action::Ignored(other.msg_type(), state)),
+        }
+    }
+
+    fn answer_challenge(&mut self, challenge: u32, now: Instant, out: &mut Vec<Action>) {
+        self.challenge_deadline = Some(now + self.settings.challenge_timeout);
+        let verdict = merge(&[], &self.script_health, self.settings.corrective_action);
+        let verdict = self.reporter.report(verdict, now);
+        out.push(Action::Send(Message::ChallengeResponse(
+            ChallengeResponse {
+                heartbeat_response: challenge,
+                heartbeat_health: verdict.health,
+                corrective_action: verdict.action,
+                log_msg: verdict.log,
+            },
+        )));
+    }
+
+    fn action_notify(&mut self, notify: ActionNotify, now: Instant, out: &mut Vec<Action>) {
+        self.abort_action(out);
+        if self.state != State::Enabled || !self.settings.event_script {
+            out.push(respond(&notify, VoteResult::Complete, String::new()));
+            return;
+        }
+        let budget = match notify.timeout_ms {
+            ms if ms > 1000 => ms - 1000,
+            ms => ms,
+        };
+        self.runs += 1;
+        out.push(Action::RunEventScript {
+            run: self.runs,
+            notification_type: notify.notification_type,
+            event_type: notify.event_type,
+        });
+        self.pending = Some(Pending {
+            notify,
+            run: self.runs,
+            deadline: now + Duration::from_millis(budget.into()),
+        });
+    }
+
+    fn abort_action(&mut self, out: &mut Vec<Action>) {
+        if self.pending.take().is_some() {
+            out.push(Action::StopEventScript);
+        }
+    }
+
+    fn script_done(&mut self, run: u64, outcome: &ScriptOutcome, out: &mut Vec<Action>) {
+        let Some(pending) = self.pending.take_if(|p| p.run == run) else {
+            return;
+        };
+        let result = match outcome.code {
+            Some(0) => VoteResult::Accept,
+            Some(1) => VoteResult::Reject,
+            _ => VoteResult::Error,
+        };
+        out.push(respond(
+            &pending.notify,
+            result,
+            outcome.first_line().to_owned(),
+        ));
+    }
+
+    fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let due = |deadline: Option<Instant>| deadline.is_some_and(|d| d <= now);
+        if let Some(pending) = self.pending.take_if(|p| p.deadline <= now) {
+            out.push(Action::StopEventScript);
+            let text = ACTION_TIMEOUT_TEXT.to_owned();
+            out.push(respond(&pending.notify, VoteResult::Timeout, text));
+        }
+        if due(self.next_health_check) {
+            self.next_health_check = self.settings.health_check_interval.map(|i| now + i);
+            out.push(Action::RunHealthCheck);
+        }
+        if due(self.challenge_deadline) {
+            self.enter(State::Enabling, now, out);
+        } else if due(self.next_init) {
+            self.send_init(now, out);
+        }
+    }
+
+    fn shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.abort_action(out);
+        if matches!(self.state, State::Enabling | State::Enabled) {
+            out.push(Action::Send(Message::Exit(Exit {
+                log_msg: EXIT_TEXT.to_owned(),
+            })));
+        }
+        if self.state != State::Initial {
+            self.enter(State::Initial, now, out);
+        }
+    }
+}
+
+/// The `action_response` to `notify`.
+fn respond(notify: &ActionNotify, vote_result: VoteResult, log_msg: String) -> Action {
+    Action::Send(Message::ActionResponse(ActionResponse {
+        invocation_id: notify.invocation_id,
+        event_type: notify.event_type,
+        notification_type: notify.notification_type,
+        vote_result,
+        log_msg,
+    }))
+}
+
+#[cfg(test)]
+#[path = "fsm_tests.rs"]
+mod tests;
