@@ -2,8 +2,8 @@
 //!
 //! The host agent decides *that* a guest must be rebooted or stopped; a `Hypervisor` carries it
 //! out. Backends: `log` (record only), `exec` (run an operator's command template), `qmp` (talk
-//! to QEMU's monitor socket directly) and `virsh` (drive libvirt through its CLI). A simulated
-//! backend for tests lives with the simulated VMs in `tether-sim`.
+//! to QEMU's monitor socket directly) and `virsh` (drive libvirt through its CLI). In tests the
+//! QMP backend drives the simulated VMs of `tether-sim` through their real QMP sockets.
 //!
 //! Backends are built from the host agent's configuration with pinned constructors:
 //! [`LogBackend::new`], [`ExecBackend::new`] (a command template), [`QmpBackend::new`] (a socket
