@@ -1,0 +1,245 @@
+//! The host agent's settings: a TOML file whose keys are the `tether host` flags.
+//!
+//! Every key is optional and defaults to the value the reference guestServer used (or a safe
+//! choice where it had none). Unknown keys refuse the whole file, so a typo never silently
+//! falls back to a default. [`HostConfig::validate`] checks the values that no type can, and
+//! is run both on a loaded file and on the final configuration after flags were applied.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::pattern::ChannelPattern;
+
+/// Which backend carries out corrective actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum HypervisorKind {
+    /// Only record the action in the journal and the log.
+    #[default]
+    Log,
+    /// Run the operator's command template (`exec_template`), without a shell.
+    Exec,
+    /// Talk to QEMU's monitor socket (`qmp_template`).
+    Qmp,
+    /// Drive libvirt with `virsh reset|destroy <uuid>`.
+    Virsh,
+}
+
+/// Every setting of the host agent. Field names are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// Directory watched for guest channel sockets (QEMU listens on them).
+    pub channel_dir: PathBuf,
+    /// Channel socket file name; `{uuid}` stands for the 36-character instance uuid.
+    pub channel_pattern: String,
+    /// Backend that applies corrective actions.
+    pub hypervisor: HypervisorKind,
+    /// Command run by the `exec` backend, e.g. `/usr/local/bin/recover {action} {uuid} {name}`.
+    pub exec_template: Option<String>,
+    /// QMP socket path of an instance for the `qmp` backend; must contain `{uuid}`.
+    pub qmp_template: Option<String>,
+    /// The `virsh` program used by the `virsh` backend.
+    pub virsh: PathBuf,
+    /// Missed intervals tolerated; the heartbeat is lost after `miss_threshold + 1` in a row.
+    pub miss_threshold: u32,
+    /// Journal file: one JSON object per line, appended.
+    pub journal: PathBuf,
+    /// UNIX socket of the local HTTP API.
+    pub api_socket: PathBuf,
+    /// Optional TCP address of the same HTTP API (e.g. `127.0.0.1:2412`).
+    pub api_listen: Option<SocketAddr>,
+    /// Seconds between full rescans of the channel directory (besides inotify).
+    pub rescan_secs: u64,
+    /// Recoveries allowed per guest within `recovery_window_secs`; past that the guest is
+    /// marked unrecoverable and only logged.
+    pub max_recoveries: u32,
+    /// Length of the recovery rate-limit window, in seconds.
+    pub recovery_window_secs: u64,
+    /// Seconds a connected guest may go without heartbeating before the channel is closed and
+    /// reconnected.
+    pub start_timeout_secs: u64,
+    /// Bytes per second read from one guest; a faster guest is read more slowly.
+    pub guest_bytes_per_sec: u32,
+    /// Messages per second accepted from one guest; a faster guest is read more slowly.
+    pub guest_msgs_per_sec: u32,
+    /// Refused messages a guest may send in a burst (one more is forgiven each second) before
+    /// its channel is closed and reconnected with back-off.
+    pub guest_max_bad_msgs: u32,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            channel_dir: PathBuf::from("/var/lib/libvirt/qemu"),
+            channel_pattern: "cgcs.heartbeat.{uuid}.sock".to_owned(),
+            hypervisor: HypervisorKind::Log,
+            exec_template: None,
+            qmp_template: None,
+            virsh: PathBuf::from("virsh"),
+            miss_threshold: 1,
+            journal: PathBuf::from("/var/lib/tether/host-journal.jsonl"),
+            api_socket: PathBuf::from("/run/tether/host.sock"),
+            api_listen: None,
+            rescan_secs: 180,
+            max_recoveries: 3,
+            recovery_window_secs: 3600,
+            start_timeout_secs: 120,
+            guest_bytes_per_sec: 16 * 1024,
+            guest_msgs_per_sec: 50,
+            guest_max_bad_msgs: 20,
+        }
+    }
+}
+
+/// A configuration file or value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("Cannot read the configuration file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or holds an unknown key or a value of the wrong type.
+    #[error("Invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// A value breaks its rule.
+    #[error("Invalid value for {key}: {message}")]
+    Invalid {
+        /// The key (and flag) at fault.
+        key: &'static str,
+        /// What was expected.
+        message: String,
+    },
+}
+
+impl HostConfig {
+    /// Reads a TOML file; keys not in the file keep their defaults.
+    pub fn load(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: HostConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: one_line(&e.to_string()),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the rules no type expresses.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ChannelPattern::parse(&self.channel_pattern).map_err(|e| invalid("channel_pattern", e))?;
+        let positive: [(&'static str, u64); 6] = [
+            ("rescan_secs", self.rescan_secs),
+            ("recovery_window_secs", self.recovery_window_secs),
+            ("start_timeout_secs", self.start_timeout_secs),
+            ("guest_bytes_per_sec", u64::from(self.guest_bytes_per_sec)),
+            ("guest_msgs_per_sec", u64::from(self.guest_msgs_per_sec)),
+            ("guest_max_bad_msgs", u64::from(self.guest_max_bad_msgs)),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if self.guest_bytes_per_sec < tether_proto::MAX_MSG_SIZE as u32 {
+            let min = tether_proto::MAX_MSG_SIZE;
+            return Err(invalid(
+                "guest_bytes_per_sec",
+                format!("must be at least {min}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &'static str, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.to_string(),
+    }
+}
+
+/// The TOML parser's multi-line report (with a source excerpt) as one line.
+fn one_line(message: &str) -> String {
+    let lines: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.ends_with('|'))
+        .collect();
+    lines.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<HostConfig, ConfigError> {
+        let dir = tether_testkit::temp_dir();
+        let path = dir.path().join("host.toml");
+        std::fs::write(&path, text).unwrap();
+        HostConfig::load(&path)
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(load_text("").unwrap(), HostConfig::default());
+    }
+
+    #[test]
+    fn keys_are_read_with_their_types() {
+        let config = load_text(
+            "channel_dir = \"/srv/ch\"\nmiss_threshold = 3\nhypervisor = \"virsh\"\n\
+             api_listen = \"127.0.0.1:2412\"\nmax_recoveries = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.channel_dir, PathBuf::from("/srv/ch"));
+        assert_eq!(config.miss_threshold, 3);
+        assert_eq!(config.hypervisor, HypervisorKind::Virsh);
+        assert_eq!(config.api_listen, Some("127.0.0.1:2412".parse().unwrap()));
+        assert_eq!(config.max_recoveries, 5);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_the_file_and_the_key() {
+        let err = load_text("miss_treshold = 2\n").unwrap_err().to_string();
+        assert!(err.contains("host.toml"), "{err}");
+        assert!(err.contains("miss_treshold"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_refused_naming_the_key() {
+        let err = load_text("rescan_secs = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rescan_secs"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let err = load_text("channel_pattern = \"no-placeholder.sock\"\n").unwrap_err();
+        assert!(err.to_string().contains("channel_pattern"), "{err}");
+        let err = load_text("rescan_secs = 0\n").unwrap_err();
+        assert!(err.to_string().contains("rescan_secs"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_names_the_file() {
+        let err = HostConfig::load(Path::new("/nonexistent/tether/host.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tether/host.toml"));
+    }
+}

@@ -1,0 +1,426 @@
+//! The host's per-guest heartbeat state machine, without I/O.
+//!
+//! `waiting_init → waiting_response ⇄ waiting_challenge`, as the reference guestServer runs it.
+//! [`HeartbeatFsm::step`] takes one [`Input`] (a decoded frame or the expiry of the interval
+//! timer) and the current instant, updates the state and appends [`Output`]s: messages to send
+//! and events for the journal and the recovery policy. The caller owns the timer: it sleeps
+//! until [`HeartbeatFsm::deadline`] and then steps with [`Input::Timer`]. Challenges are drawn
+//! from a seeded generator, so a test with a fixed seed is fully deterministic.
+
+use std::time::Duration;
+
+use tether_hypervisor::Action;
+use tether_proto::{
+    ActionResponse, ChallengeResponse, CorrectiveAction, DecodeError, Health, Init, Message,
+    MAX_INT, MIN_INTERVAL_MS,
+};
+use tokio::time::Instant;
+
+#[cfg(test)]
+mod tests;
+
+/// Where the heartbeat with one guest stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // the reference guestServer's state names
+pub enum Phase {
+    /// Waiting for the guest's `init`; no timer runs.
+    WaitingInit,
+    /// A challenge is out; the timer counts a miss when it expires first.
+    WaitingResponse,
+    /// The last challenge was answered; the timer sends the next one.
+    WaitingChallenge,
+}
+
+/// Why the heartbeat last went back to waiting for an `init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Too many intervals went unanswered.
+    Lost,
+    /// The guest said it was exiting.
+    Exited,
+}
+
+/// What the guest told us in its accepted `init`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestInfo {
+    /// Echoed in `init_ack` and every later `nack`.
+    pub invocation_id: u32,
+    /// The guest's name, for logs.
+    pub name: String,
+    /// The challenge period, raised to at least [`MIN_INTERVAL_MS`].
+    pub interval: Duration,
+    /// What to do when the heartbeat is lost.
+    pub corrective_action: CorrectiveAction,
+}
+
+/// One thing that happened to the state machine.
+#[derive(Debug)]
+pub enum Input {
+    /// A frame from the guest, decoded or refused by the decoder.
+    Frame(Result<Message, DecodeError>),
+    /// The instant returned by [`HeartbeatFsm::deadline`] has come.
+    Timer,
+}
+
+/// Why a recovery is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The heartbeat was lost; the action is the one from the guest's `init`.
+    Lost,
+    /// The guest answered unhealthy and asked for the action.
+    Unhealthy,
+}
+
+/// What the caller must do or record after a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send this message to the guest.
+    Send(Message),
+    /// A guest message was refused; answer with a `nack` carrying `nack` (rate-limited).
+    Refused {
+        /// The reference's `nack` text.
+        nack: String,
+    },
+    /// First healthy answer since the last `init`.
+    Started {
+        /// Round-trip time of that answer.
+        rtt_us: u64,
+    },
+    /// A challenge went unanswered for one interval; a new one was sent.
+    Missed {
+        /// Misses in a row so far.
+        consecutive: u32,
+    },
+    /// The heartbeat is lost; back to waiting for an `init`.
+    Lost {
+        /// Misses in a row, `miss_threshold + 1`.
+        misses: u32,
+        /// The corrective action from the guest's `init`.
+        action: CorrectiveAction,
+    },
+    /// The guest answered unhealthy and asked for an action.
+    Unhealthy {
+        /// The requested action.
+        action: CorrectiveAction,
+        /// The guest's `log_msg`.
+        reason: String,
+    },
+    /// The guest sent `exit`: back to waiting for an `init`, not a failure.
+    Exited {
+        /// The guest's `log_msg`.
+        reason: String,
+    },
+    /// An answer did not echo the latest challenge; ignored.
+    Mismatch {
+        /// What the guest sent.
+        got: u32,
+        /// The latest challenge.
+        expected: u32,
+    },
+    /// An `init` arrived while heartbeating: back to waiting, unacknowledged.
+    InitWhileHeartbeating,
+    /// Apply a corrective action to the VM.
+    Recover {
+        /// The action.
+        action: Action,
+        /// Why.
+        cause: Cause,
+    },
+}
+
+/// The per-guest heartbeat state machine.
+#[derive(Debug)]
+pub struct HeartbeatFsm {
+    miss_threshold: u32,
+    rng: fastrand::Rng,
+    phase: Phase,
+    guest: Option<GuestInfo>,
+    challenge: u32,
+    challenge_sent: Option<Instant>,
+    deadline: Option<Instant>,
+    consecutive_misses: u32,
+    misses_total: u64,
+    challenges: u64,
+    started: bool,
+    answered: bool,
+    stopped: Option<Stopped>,
+    last_rtt_us: Option<u64>,
+    health: Option<Health>,
+    reason: String,
+}
+
+/// The action a guest's corrective action maps to; `none` and `unknown` ask for nothing.
+pub fn action_for(action: CorrectiveAction) -> Option<Action> {
+    match action {
+        CorrectiveAction::Reboot => Some(Action::Reboot),
+        CorrectiveAction::Stop => Some(Action::Stop),
+        CorrectiveAction::Log => Some(Action::Log),
+        CorrectiveAction::None | CorrectiveAction::Unknown => None,
+    }
+}
+
+impl HeartbeatFsm {
+    /// A machine waiting for `init`; a loss is declared after `miss_threshold + 1` misses.
+    pub fn new(miss_threshold: u32, seed: u64) -> HeartbeatFsm {
+        HeartbeatFsm {
+            miss_threshold,
+            rng: fastrand::Rng::with_seed(seed),
+            phase: Phase::WaitingInit,
+            guest: None,
+            challenge: 0,
+            challenge_sent: None,
+            deadline: None,
+            consecutive_misses: 0,
+            misses_total: 0,
+            challenges: 0,
+            started: false,
+            answered: false,
+            stopped: None,
+            last_rtt_us: None,
+            health: None,
+            reason: String::new(),
+        }
+    }
+
+    /// Feeds one input at `now`; appends what must be done to `out`.
+    pub fn step(&mut self, input: Input, now: Instant, out: &mut Vec<Output>) {
+        match input {
+            Input::Timer => self.on_timer(now, out),
+            Input::Frame(Err(error)) => out.push(Output::Refused {
+                nack: error.nack_text(),
+            }),
+            Input::Frame(Ok(message)) => self.on_message(message, now, out),
+        }
+    }
+
+    /// Forgets the connection: back to waiting for `init`, no timer. Counters are kept.
+    pub fn reset(&mut self) {
+        self.go_waiting_init();
+    }
+
+    fn on_message(&mut self, message: Message, now: Instant, out: &mut Vec<Output>) {
+        match message {
+            Message::Init(init) => self.on_init(init, now, out),
+            Message::ChallengeResponse(r) => self.on_response(r, now, out),
+            Message::ActionResponse(r) => self.on_action_response(&r, out),
+            Message::Exit(exit) => {
+                if self.phase != Phase::WaitingInit {
+                    self.go_waiting_init();
+                    self.stopped = Some(Stopped::Exited);
+                    out.push(Output::Exited {
+                        reason: exit.log_msg,
+                    });
+                }
+            }
+            other => out.push(Output::Refused {
+                nack: format!("unsupported message type: {}", other.msg_type()),
+            }),
+        }
+    }
+
+    fn on_init(&mut self, init: Init, now: Instant, out: &mut Vec<Output>) {
+        if self.phase != Phase::WaitingInit {
+            self.go_waiting_init();
+            out.push(Output::InitWhileHeartbeating);
+            return;
+        }
+        let interval_ms = init.heartbeat_interval_ms.max(MIN_INTERVAL_MS);
+        self.guest = Some(GuestInfo {
+            invocation_id: init.invocation_id,
+            name: init.name,
+            interval: Duration::from_millis(u64::from(interval_ms)),
+            corrective_action: init.corrective_action,
+        });
+        self.stopped = None;
+        self.consecutive_misses = 0;
+        out.push(Output::Send(Message::InitAck {
+            invocation_id: init.invocation_id,
+        }));
+        self.send_challenge(now, out);
+    }
+
+    fn on_response(&mut self, r: ChallengeResponse, now: Instant, out: &mut Vec<Output>) {
+        if self.phase != Phase::WaitingResponse {
+            return;
+        }
+        if r.heartbeat_response != self.challenge {
+            out.push(Output::Mismatch {
+                got: r.heartbeat_response,
+                expected: self.challenge,
+            });
+            return;
+        }
+        let rtt_us = self.challenge_sent.map_or(0, |sent| {
+            u64::try_from(now.saturating_duration_since(sent).as_micros()).unwrap_or(u64::MAX)
+        });
+        self.phase = Phase::WaitingChallenge;
+        self.consecutive_misses = 0;
+        self.answered = true;
+        self.last_rtt_us = Some(rtt_us);
+        self.health = Some(r.heartbeat_health);
+        if r.heartbeat_health == Health::Healthy {
+            if !self.started {
+                self.started = true;
+                out.push(Output::Started { rtt_us });
+            }
+            return;
+        }
+        self.reason = r.log_msg;
+        if let Some(action) = action_for(r.corrective_action) {
+            out.push(Output::Unhealthy {
+                action: r.corrective_action,
+                reason: self.reason.clone(),
+            });
+            out.push(Output::Recover {
+                action,
+                cause: Cause::Unhealthy,
+            });
+        }
+    }
+
+    fn on_action_response(&mut self, r: &ActionResponse, out: &mut Vec<Output>) {
+        let expected = self.invocation_id();
+        if r.invocation_id != expected {
+            out.push(Output::Refused {
+                nack: format!(
+                    "Invocation id mismatch. Received: {} expect: {expected}",
+                    r.invocation_id
+                ),
+            });
+        }
+    }
+
+    fn on_timer(&mut self, now: Instant, out: &mut Vec<Output>) {
+        match self.phase {
+            Phase::WaitingInit => self.deadline = None,
+            Phase::WaitingChallenge => self.send_challenge(now, out),
+            Phase::WaitingResponse => {
+                self.consecutive_misses = self.consecutive_misses.saturating_add(1);
+                self.misses_total += 1;
+                if self.consecutive_misses > self.miss_threshold {
+                    self.declare_lost(out);
+                } else {
+                    out.push(Output::Missed {
+                        consecutive: self.consecutive_misses,
+                    });
+                    self.send_challenge(now, out);
+                }
+            }
+        }
+    }
+
+    fn declare_lost(&mut self, out: &mut Vec<Output>) {
+        let misses = self.consecutive_misses;
+        let action = self
+            .guest
+            .as_ref()
+            .map_or(CorrectiveAction::Unknown, |g| g.corrective_action);
+        self.go_waiting_init();
+        self.stopped = Some(Stopped::Lost);
+        out.push(Output::Lost { misses, action });
+        if let Some(action) = action_for(action) {
+            out.push(Output::Recover {
+                action,
+                cause: Cause::Lost,
+            });
+        }
+    }
+
+    fn send_challenge(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let interval = self
+            .interval()
+            .unwrap_or(Duration::from_millis(u64::from(MIN_INTERVAL_MS)));
+        self.challenge = self.rng.u32(0..=MAX_INT);
+        self.challenge_sent = Some(now);
+        self.challenges += 1;
+        self.deadline = Some(now + interval);
+        self.phase = Phase::WaitingResponse;
+        out.push(Output::Send(Message::Challenge {
+            heartbeat_challenge: self.challenge,
+        }));
+    }
+
+    fn go_waiting_init(&mut self) {
+        self.phase = Phase::WaitingInit;
+        self.deadline = None;
+        self.started = false;
+        self.answered = false;
+        self.consecutive_misses = 0;
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// When the caller must step with [`Input::Timer`]; `None` while waiting for `init`.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The guest's accepted `init`, if any.
+    pub fn guest(&self) -> Option<&GuestInfo> {
+        self.guest.as_ref()
+    }
+
+    /// The challenge period, once an `init` was accepted.
+    pub fn interval(&self) -> Option<Duration> {
+        self.guest.as_ref().map(|g| g.interval)
+    }
+
+    /// The invocation id of the accepted `init` (0 before any).
+    pub fn invocation_id(&self) -> u32 {
+        self.guest.as_ref().map_or(0, |g| g.invocation_id)
+    }
+
+    /// Whether a healthy answer came since the last accepted `init`.
+    pub fn is_heartbeating(&self) -> bool {
+        self.started && self.phase != Phase::WaitingInit
+    }
+
+    /// Whether any matching answer (healthy or not) came since the last accepted `init`.
+    pub fn is_answering(&self) -> bool {
+        self.answered && self.phase != Phase::WaitingInit
+    }
+
+    /// Why the heartbeat last stopped, until the next accepted `init`.
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped
+    }
+
+    /// Misses in a row now.
+    pub fn consecutive_misses(&self) -> u32 {
+        self.consecutive_misses
+    }
+
+    /// Every miss counted so far.
+    pub fn misses_total(&self) -> u64 {
+        self.misses_total
+    }
+
+    /// Every challenge sent so far.
+    pub fn challenges(&self) -> u64 {
+        self.challenges
+    }
+
+    /// Round-trip time of the last matching answer.
+    pub fn last_rtt_us(&self) -> Option<u64> {
+        self.last_rtt_us
+    }
+
+    /// Health in the last matching answer.
+    pub fn health(&self) -> Option<Health> {
+        self.health
+    }
+
+    /// The `log_msg` of the last unhealthy answer.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The challenge now outstanding (or last sent).
+    #[cfg(test)]
+    pub fn challenge(&self) -> u32 {
+        self.challenge
+    }
+}

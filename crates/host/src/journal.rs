@@ -1,0 +1,310 @@
+//! The journal: every state change and action, one JSON object per line, appended.
+//!
+//! Supervisors send [`Event`]s through a cheap, cloneable [`Journal`] handle; a single
+//! [`JournalWriter`] task formats each one as a line (`ts`, `instance`, `event`, then the
+//! event's fields) and writes it with one `write` call, so a line is never interleaved and is
+//! in the file (the kernel's page cache) as soon as it is written. The write is a small
+//! blocking append to a local file, done on the writer task itself: that keeps the order
+//! strict and costs microseconds per event, and events are rare (state changes, never one per
+//! heartbeat). On shutdown the writer drains every queued event before it returns.
+//!
+//! Format version: lines carry no version key; fields are only ever added, never renamed.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+/// The `event` names written to the journal (pinned: other tools read them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The agent connected to the guest's channel socket.
+    ChannelConnected,
+    /// The channel closed or was closed (`reason` says why).
+    ChannelDisconnected,
+    /// The first healthy answer after an `init`.
+    HeartbeatStarted,
+    /// A challenge went unanswered for an interval.
+    HeartbeatMissed,
+    /// `miss_threshold + 1` intervals in a row went unanswered.
+    HeartbeatLost,
+    /// The guest answered unhealthy and asked for an action.
+    GuestUnhealthy,
+    /// The guest daemon said it was exiting (not a failure).
+    GuestExited,
+    /// A corrective action was handed to the hypervisor.
+    RecoveryStarted,
+    /// The hypervisor confirmed the action.
+    RecoveryDone,
+    /// The hypervisor could not carry out the action (`error` holds the cause chain).
+    RecoveryFailed,
+    /// The guest needed more recoveries than allowed per window; it is only logged now.
+    Unrecoverable,
+    /// The guest sent something the agent refused (rate-limited).
+    ProtocolError,
+}
+
+impl EventKind {
+    /// Every event, in declaration order.
+    pub const ALL: [EventKind; 12] = [
+        EventKind::ChannelConnected,
+        EventKind::ChannelDisconnected,
+        EventKind::HeartbeatStarted,
+        EventKind::HeartbeatMissed,
+        EventKind::HeartbeatLost,
+        EventKind::GuestUnhealthy,
+        EventKind::GuestExited,
+        EventKind::RecoveryStarted,
+        EventKind::RecoveryDone,
+        EventKind::RecoveryFailed,
+        EventKind::Unrecoverable,
+        EventKind::ProtocolError,
+    ];
+
+    /// The name written to the journal.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ChannelConnected => "channel_connected",
+            EventKind::ChannelDisconnected => "channel_disconnected",
+            EventKind::HeartbeatStarted => "heartbeat_started",
+            EventKind::HeartbeatMissed => "heartbeat_missed",
+            EventKind::HeartbeatLost => "heartbeat_lost",
+            EventKind::GuestUnhealthy => "guest_unhealthy",
+            EventKind::GuestExited => "guest_exited",
+            EventKind::RecoveryStarted => "recovery_started",
+            EventKind::RecoveryDone => "recovery_done",
+            EventKind::RecoveryFailed => "recovery_failed",
+            EventKind::Unrecoverable => "unrecoverable",
+            EventKind::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+/// The optional fields of an event; unset ones are left out of the line.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Details {
+    /// A corrective action (`reboot`, `stop`, `log`, `none`, `unknown`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<&'static str>,
+    /// Why a recovery was started (`heartbeat_lost`, `guest_unhealthy`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<&'static str>,
+    /// Free text: the guest's `log_msg`, a disconnect reason, a nack text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Misses in a row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub misses: Option<u32>,
+    /// Round-trip time of an answer, in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u64>,
+    /// The heartbeat interval in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// An error with its whole cause chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Similar events held back by a rate limit since the last one written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
+}
+
+/// One journal event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// When it happened (wall clock).
+    pub at: SystemTime,
+    /// Instance uuid.
+    pub instance: Arc<str>,
+    /// Instance name from the guest's `init` (empty before one).
+    pub name: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// Its fields.
+    pub details: Details,
+}
+
+/// The journal file cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("Cannot open the journal {path}")]
+pub struct JournalError {
+    /// The journal file.
+    pub path: PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Sends events to the writer; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    tx: mpsc::UnboundedSender<Event>,
+}
+
+impl Journal {
+    /// Queues an event. Never blocks; events sent after the writer stopped are dropped.
+    pub fn record(&self, event: Event) {
+        let _ = self.tx.send(event);
+    }
+}
+
+/// The single task that appends events to the file.
+#[derive(Debug)]
+pub struct JournalWriter {
+    path: PathBuf,
+    file: File,
+    rx: mpsc::UnboundedReceiver<Event>,
+}
+
+/// Opens (creating it and its directories) the journal for appending.
+pub fn open(path: &Path) -> Result<(Journal, JournalWriter), JournalError> {
+    let error = |source| JournalError {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(error)?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(error)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = JournalWriter {
+        path: path.to_owned(),
+        file,
+        rx,
+    };
+    Ok((Journal { tx }, writer))
+}
+
+impl JournalWriter {
+    /// Writes events until every [`Journal`] handle is dropped and the queue is empty.
+    pub async fn run(mut self) {
+        let mut line = Vec::with_capacity(256);
+        let mut failures = crate::limits::Throttle::new(1, std::time::Duration::from_secs(60));
+        while let Some(event) = self.rx.recv().await {
+            line.clear();
+            format_line(&mut line, &event);
+            if let Err(e) = self.file.write_all(&line) {
+                if let Some(suppressed) = failures.allow(tokio::time::Instant::now()) {
+                    tracing::error!(path = %self.path.display(), error = %e, suppressed,
+                        "Cannot append to the journal");
+                }
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    instance: &'a str,
+    event: EventKind,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(flatten)]
+    details: &'a Details,
+}
+
+const TS_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-01-02T03:04:05.678Z`.
+pub fn format_ts(at: SystemTime) -> String {
+    OffsetDateTime::from(at)
+        .format(TS_FORMAT)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+}
+
+/// Appends the event as one JSON line (newline included) to `out`.
+pub fn format_line(out: &mut Vec<u8>, event: &Event) {
+    let line = Line {
+        ts: format_ts(event.at),
+        instance: &event.instance,
+        event: event.kind,
+        name: &event.name,
+        details: &event.details,
+    };
+    if serde_json::to_writer(&mut *out, &line).is_ok() {
+        out.push(b'\n');
+    } else {
+        out.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn a_line_holds_the_pinned_keys_and_only_set_fields() {
+        let event = Event {
+            at: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            instance: "5c1a3f0e-9b7d-4e2a-8f6c-0123456789ab".into(),
+            name: "vm \"1\"".into(),
+            kind: EventKind::HeartbeatLost,
+            details: Details {
+                action: Some("reboot"),
+                misses: Some(2),
+                ..Details::default()
+            },
+        };
+        let mut out = Vec::new();
+        format_line(&mut out, &event);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["ts"], "2023-11-14T22:13:20.123Z");
+        assert_eq!(json["instance"], "5c1a3f0e-9b7d-4e2a-8f6c-0123456789ab");
+        assert_eq!(json["event"], "heartbeat_lost");
+        assert_eq!(json["name"], "vm \"1\"");
+        assert_eq!(json["action"], "reboot");
+        assert_eq!(json["misses"], 2);
+        assert_eq!(json.as_object().unwrap().len(), 6);
+    }
+
+    #[test]
+    fn event_names_are_the_pinned_ones() {
+        for kind in EventKind::ALL {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str());
+        }
+    }
+
+    #[tokio::test]
+    async fn the_writer_creates_directories_and_drains_on_close() {
+        let dir = tether_testkit::temp_dir();
+        let path = dir.path().join("a/b/journal.jsonl");
+        let (journal, writer) = open(&path).unwrap();
+        let task = tokio::spawn(writer.run());
+        for kind in EventKind::ALL {
+            journal.record(Event {
+                at: SystemTime::now(),
+                instance: "i".into(),
+                name: String::new(),
+                kind,
+                details: Details::default(),
+            });
+        }
+        drop(journal);
+        task.await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let names: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+            .collect();
+        assert_eq!(names.len(), 12);
+        assert_eq!(names[0], "\"channel_connected\"");
+    }
+}

@@ -1,0 +1,134 @@
+//! One connection to a guest's channel socket: bounded, rate-limited reads and queued writes.
+//!
+//! Reads wait for readiness and then copy into a stack buffer, so an idle guest holds no read
+//! buffer at all; only the decoder's bounded partial frame and a small write buffer live with
+//! the connection. Every read is charged to two token buckets (bytes and messages per second):
+//! when either is empty the supervisor stops reading this guest until it refills, which bounds
+//! the CPU a flooding guest can cost and leaves the other guests untouched. Writes are encoded
+//! into one reused buffer and written without blocking; a guest that stops reading until that
+//! buffer passes [`MAX_PENDING`] is disconnected.
+
+use std::io;
+
+use tether_proto::{encode_into, DecodeError, Decoder, Message, MAX_MSG_SIZE};
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use crate::limits::TokenBucket;
+
+/// Largest single read.
+const READ_CHUNK: usize = 2 * MAX_MSG_SIZE;
+/// Reads per readiness wake-up before the supervisor looks at its timers again.
+const READS_PER_WAKE: usize = 4;
+/// Unsent bytes tolerated before the guest is taken as not reading.
+pub const MAX_PENDING: usize = 16 * 1024;
+
+/// What a read attempt came to.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// Bytes were read and fed to the decoder (more may be waiting).
+    Progress,
+    /// Nothing more to read now.
+    Drained,
+    /// A rate limit is exhausted: do not read again before this instant.
+    Throttled(Instant),
+    /// The guest side closed the connection.
+    Closed,
+}
+
+/// The connection and its per-connection buffers and limits.
+#[derive(Debug)]
+pub struct Link {
+    stream: UnixStream,
+    decoder: Decoder,
+    out: Vec<u8>,
+    sequence: u32,
+    bytes: TokenBucket,
+    msgs: TokenBucket,
+}
+
+impl Link {
+    /// Wraps a fresh connection with full buckets.
+    pub fn new(stream: UnixStream, bytes_per_sec: u32, msgs_per_sec: u32, now: Instant) -> Link {
+        Link {
+            stream,
+            decoder: Decoder::new(),
+            out: Vec::new(),
+            sequence: 0,
+            bytes: TokenBucket::new(bytes_per_sec, bytes_per_sec, now),
+            msgs: TokenBucket::new(msgs_per_sec, msgs_per_sec, now),
+        }
+    }
+
+    /// Waits until the socket may be readable.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.stream.readable().await
+    }
+
+    /// Waits until the socket may be writable.
+    pub async fn writable(&self) -> io::Result<()> {
+        self.stream.writable().await
+    }
+
+    /// Reads what the limits allow, handing every completed frame to `on_frame`.
+    pub fn read(
+        &mut self,
+        now: Instant,
+        mut on_frame: impl FnMut(Result<Message, DecodeError>),
+    ) -> io::Result<ReadOutcome> {
+        let mut buf = [0u8; READ_CHUNK];
+        for _ in 0..READS_PER_WAKE {
+            let allowed = self.bytes.available(now).min(READ_CHUNK as u64);
+            if allowed == 0 || self.msgs.available(now) == 0 {
+                let until = self.bytes.ready_at(now).max(self.msgs.ready_at(now));
+                return Ok(ReadOutcome::Throttled(until));
+            }
+            // `allowed` is at most READ_CHUNK, so the cast cannot truncate.
+            let n = match self.stream.try_read(&mut buf[..allowed as usize]) {
+                Ok(0) => return Ok(ReadOutcome::Closed),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.bytes.take(n as u64, now);
+            let mut frames = 0u64;
+            self.decoder.feed(&buf[..n], |frame| {
+                frames += 1;
+                on_frame(frame);
+            });
+            self.msgs.take(frames, now);
+        }
+        Ok(ReadOutcome::Progress)
+    }
+
+    /// Encodes `message` into the write buffer.
+    pub fn queue(&mut self, message: &Message) {
+        self.sequence = self.sequence.wrapping_add(1) & tether_proto::MAX_INT;
+        encode_into(&mut self.out, self.sequence, message);
+    }
+
+    /// Whether bytes wait to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Writes what the socket takes now; fails when the guest has stopped reading.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.try_write(&self.out) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.out.len() > MAX_PENDING {
+            return Err(io::Error::other("the guest side stopped reading"));
+        }
+        Ok(())
+    }
+}

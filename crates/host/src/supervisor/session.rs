@@ -1,0 +1,224 @@
+//! The connected phase of a supervisor: the event loop around one channel connection.
+//!
+//! Each turn of the loop waits for exactly one of: a registry command, the end of a running
+//! recovery, the heartbeat timer, the not-heartbeating timer, the socket becoming readable
+//! (only while the rate limits allow reading), the end of a throttle pause, or the socket
+//! becoming writable (only while bytes wait). Nothing wakes the task otherwise.
+
+use std::time::Duration;
+
+use tether_proto::{Message, Nack};
+use tokio::net::UnixStream;
+use tokio::time::{Instant, Sleep};
+
+use super::link::{Link, ReadOutcome};
+use super::{Command, Supervisor};
+use crate::fsm::{Input, Output};
+use crate::journal::{Details, EventKind};
+
+/// Far enough in the future to stand for "not armed".
+const FAR: Duration = Duration::from_secs(86_400 * 365);
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// The supervisor must return.
+    Stop,
+    /// Connect again at once (the socket was re-created).
+    ReconnectNow,
+    /// Connect again after the back-off.
+    Retry,
+}
+
+/// A reason to close the channel, with what to do next.
+type Close = (End, &'static str);
+
+/// A timer that is re-armed only when its deadline changes.
+struct Timer {
+    sleep: std::pin::Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn new() -> Timer {
+        Timer {
+            sleep: Box::pin(tokio::time::sleep(FAR)),
+            armed: None,
+        }
+    }
+
+    fn set(&mut self, deadline: Option<Instant>) {
+        if deadline != self.armed {
+            self.armed = deadline;
+            if let Some(at) = deadline {
+                self.sleep.as_mut().reset(at);
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// Runs one connection until it ends.
+    pub(super) async fn session(&mut self, stream: UnixStream) -> End {
+        let now = Instant::now();
+        let mut link = Link::new(
+            stream,
+            self.settings.bytes_per_sec,
+            self.settings.msgs_per_sec,
+            now,
+        );
+        self.on_connected();
+        let (mut beat, mut start, mut throttle) = (Timer::new(), Timer::new(), Timer::new());
+        let (end, reason) = loop {
+            beat.set(self.fsm.deadline());
+            start.set(self.start_deadline(start.armed));
+            self.refresh_status();
+            let closed = tokio::select! {
+                command = self.commands.recv() => Some(match command {
+                    Some(Command::Reconnect) => (End::ReconnectNow, "channel socket re-created"),
+                    Some(Command::Stop) | None => (End::Stop, "supervision stopped"),
+                }),
+                done = self.recovery.finished() => {
+                    self.on_recovery_done(done);
+                    None
+                }
+                () = beat.sleep.as_mut(), if beat.armed.is_some() => {
+                    self.step(&mut link, Input::Timer, Instant::now())
+                }
+                () = start.sleep.as_mut(), if start.armed.is_some() => {
+                    Some((End::Retry, "connected but not heartbeating in time"))
+                }
+                ready = link.readable(), if throttle.armed.is_none() => match ready {
+                    Ok(()) => self.read(&mut link, &mut throttle),
+                    Err(_) => Some((End::Retry, "channel read failed")),
+                },
+                () = throttle.sleep.as_mut(), if throttle.armed.is_some() => {
+                    throttle.set(None);
+                    None
+                }
+                ready = link.writable(), if link.has_pending() => match ready {
+                    Ok(()) => self.flush(&mut link),
+                    Err(_) => Some((End::Retry, "channel write failed")),
+                },
+            };
+            if let Some(close) = closed {
+                break close;
+            }
+        };
+        self.on_disconnected(reason);
+        end
+    }
+
+    /// The not-heartbeating deadline: kept while the guest does not answer, cleared once it
+    /// does, started afresh when it stops.
+    fn start_deadline(&self, armed: Option<Instant>) -> Option<Instant> {
+        if self.fsm.is_answering() {
+            None
+        } else {
+            Some(armed.unwrap_or_else(|| Instant::now() + self.settings.start_timeout))
+        }
+    }
+
+    /// Reads what is there and steps the state machine with every frame.
+    fn read(&mut self, link: &mut Link, throttle: &mut Timer) -> Option<Close> {
+        let now = Instant::now();
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let fsm = &mut self.fsm;
+        let outcome = link.read(now, |frame| {
+            fsm.step(Input::Frame(frame), now, &mut outputs)
+        });
+        self.outputs = outputs;
+        let close = self.carry_out(link, now);
+        match outcome {
+            _ if close.is_some() => close,
+            Ok(ReadOutcome::Progress | ReadOutcome::Drained) => self.flush(link),
+            Ok(ReadOutcome::Throttled(until)) => {
+                throttle.set(Some(until));
+                self.flush(link)
+            }
+            Ok(ReadOutcome::Closed) => Some((End::Retry, "guest side closed the channel")),
+            Err(_) => Some((End::Retry, "channel read failed")),
+        }
+    }
+
+    /// Steps the state machine with one input and carries out the result.
+    fn step(&mut self, link: &mut Link, input: Input, now: Instant) -> Option<Close> {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.fsm.step(input, now, &mut outputs);
+        self.outputs = outputs;
+        self.carry_out(link, now).or_else(|| self.flush(link))
+    }
+
+    fn flush(&mut self, link: &mut Link) -> Option<Close> {
+        link.flush()
+            .err()
+            .map(|_| (End::Retry, "guest side stopped reading the channel"))
+    }
+
+    /// Carries out every queued output; returns a reason to close the channel, if any.
+    fn carry_out(&mut self, link: &mut Link, now: Instant) -> Option<Close> {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        let mut close = None;
+        for output in outputs.drain(..) {
+            match output {
+                Output::Send(message) => link.queue(&message),
+                Output::Refused { nack } => {
+                    if self.refused(link, nack, now) {
+                        close = Some((End::Retry, "too many refused messages from the guest"));
+                    }
+                }
+                Output::Recover { action, cause } => self.recover(action, cause, now),
+                other => self.report(other, now),
+            }
+        }
+        self.outputs = outputs;
+        close
+    }
+
+    /// Answers a refused message with a rate-limited `nack`; true when the guest has sent
+    /// too many refused messages and its channel must be closed.
+    fn refused(&mut self, link: &mut Link, nack: String, now: Instant) -> bool {
+        self.protocol_errors += 1;
+        if self.throttles.nacks.try_take_one(now) {
+            let invocation_id = self.fsm.invocation_id();
+            link.queue(&Message::Nack(Nack {
+                invocation_id,
+                log_msg: nack.clone(),
+            }));
+        }
+        if let Some(suppressed) = self.throttles.protocol_journal.allow(now) {
+            let details = Details {
+                reason: Some(nack.clone()),
+                suppressed: (suppressed > 0).then_some(suppressed),
+                ..Details::default()
+            };
+            self.journal(EventKind::ProtocolError, details);
+        }
+        if let Some(suppressed) = self.throttles.protocol_log.allow(now) {
+            tracing::warn!(instance = %self.uuid, nack, suppressed, "Refused a message from the guest");
+        }
+        !self.bad_msgs.try_take_one(now)
+    }
+
+    fn on_connected(&mut self) {
+        self.fsm.reset();
+        self.connected = true;
+        self.connects = self.connects.saturating_add(1);
+        self.bad_msgs =
+            crate::limits::TokenBucket::new(1, self.settings.max_bad_msgs, Instant::now());
+        self.chatter(EventKind::ChannelConnected, Details::default());
+        tracing::debug!(instance = %self.uuid, "Connected to the guest channel");
+    }
+
+    fn on_disconnected(&mut self, reason: &'static str) {
+        self.fsm.reset();
+        self.connected = false;
+        let details = Details {
+            reason: Some(reason.to_owned()),
+            ..Details::default()
+        };
+        self.chatter(EventKind::ChannelDisconnected, details);
+        tracing::debug!(instance = %self.uuid, reason, "Disconnected from the guest channel");
+        self.refresh_status();
+    }
+}
