@@ -69,12 +69,15 @@ pub(crate) struct Flow {
     pub hung: bool,
     /// Delay of guest → host bytes.
     pub slow: Duration,
+    /// Counts boots (start, reset, crash): a guest connection from an earlier boot is dropped.
+    pub boot: u64,
 }
 
 impl Flow {
     /// The flow for a VM in `status` with `fault`.
-    pub fn of(status: VmStatus, fault: &Fault) -> Flow {
+    pub fn of(status: VmStatus, fault: &Fault, boot: u64) -> Flow {
         Flow {
+            boot,
             paused: status == VmStatus::Paused,
             hung: *fault == Fault::Hang,
             slow: match fault {

@@ -3,7 +3,7 @@
 //! Each boot waits for the boot delay (and, if the VM is paused, for `cont`), then runs a fresh
 //! daemon against the VM's private port socket until its [`GuestHandle`] is dropped by a
 //! reset, a crash or a quit. The daemon is configured with a per-VM health-check script, run
-//! every second, that reports unhealthy with the text of a flag file while that file exists;
+//! every second (or at the configured interval if that is longer), that reports unhealthy with the text of a flag file while that file exists;
 //! the `Unhealthy` fault writes the flag. The script is plain `/bin/sh`, so the guest's script
 //! handling is exercised for real.
 //!
@@ -99,11 +99,13 @@ async fn run(vm: Arc<VmShared>, delay: Duration) {
     }
 }
 
-/// The VM's guest configuration: the simulation's, with the VM's health check added.
+/// The VM's guest configuration: the simulation's, with the VM's health check added. The
+/// check runs every second unless the simulation's configuration asks for a longer interval
+/// (thousands of VMs cannot each fork a shell every second).
 fn config_for(base: &GuestConfig, health_script: &Path) -> GuestConfig {
     GuestConfig {
         health_check_script: Some(health_script.to_path_buf()),
-        health_check_interval_secs: 1,
+        health_check_interval_secs: base.health_check_interval_secs.max(1),
         ..base.clone()
     }
 }
@@ -135,6 +137,19 @@ fn shell_quote(text: &str) -> String {
 mod tests {
     use super::*;
     use std::process::Command;
+
+    #[test]
+    fn the_health_check_runs_every_second_or_as_configured() {
+        let script = Path::new("/p/health");
+        let fast = config_for(&GuestConfig::default(), script);
+        assert_eq!(fast.health_check_interval_secs, 1);
+        assert_eq!(fast.health_check_script.as_deref(), Some(script));
+        let base = GuestConfig {
+            health_check_interval_secs: 60,
+            ..GuestConfig::default()
+        };
+        assert_eq!(config_for(&base, script).health_check_interval_secs, 60);
+    }
 
     #[test]
     fn quotes_any_text_as_one_word() {

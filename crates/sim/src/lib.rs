@@ -12,8 +12,8 @@
 //! them from `tether sim`'s stdin.
 //!
 //! The demo, the end-to-end tests and the benchmarks use it; it is light enough for hundreds
-//! of VMs in one process (a few idle tasks per VM, and one short `/bin/sh` health check per VM
-//! per second).
+//! of VMs in one process (a few idle tasks and about eight file descriptors per VM, and one short
+//! `/bin/sh` health check per VM per second by default).
 
 pub mod command;
 mod fault;
@@ -44,7 +44,9 @@ pub struct SimConfig {
     pub channel_dir: PathBuf,
     /// Where each VM keeps its private files: the guest's port socket and health check.
     pub private_dir: PathBuf,
-    /// The guest daemons' configuration (each VM adds its own health check to it).
+    /// The guest daemons' configuration. Each VM adds its own health-check script, run every
+    /// second, or every `health_check_interval_secs` if that is longer (raise it for thousands
+    /// of VMs: each run forks a shell).
     pub guest: GuestConfig,
     /// Time from a start or reset until the fresh guest daemon runs.
     pub boot_delay: Duration,

@@ -157,7 +157,7 @@ impl Session<'_> {
         if let Some(id) = id {
             reply["id"] = id;
         }
-        if matches!(command.as_str(), "stop" | "cont") {
+        if self.negotiated && matches!(command.as_str(), "stop" | "cont") {
             self.flush_events().await?;
         }
         self.send(&reply).await?;

@@ -36,6 +36,7 @@ pub(crate) struct Relay {
     flow: watch::Receiver<Flow>,
     host: Option<UnixStream>,
     guest: Option<UnixStream>,
+    guest_boot: u64,
     to_guest: Vec<u8>,
     to_host: VecDeque<(Instant, Vec<u8>)>,
     to_host_len: usize,
@@ -69,6 +70,7 @@ impl Relay {
             flow,
             host: None,
             guest: None,
+            guest_boot: 0,
             to_guest: Vec::new(),
             to_host: VecDeque::new(),
             to_host_len: 0,
@@ -94,6 +96,9 @@ impl Relay {
 
     async fn next_event(&mut self) -> Event {
         let flow = *self.flow.borrow_and_update();
+        if flow.boot != self.guest_boot {
+            self.guest = None; // that guest was reset or crashed: its connection is gone
+        }
         let frozen = flow.frozen();
         let (host, guest) = (self.host.as_ref(), self.guest.as_ref());
         let read_guest = guest.is_some() && !frozen && self.to_host_len < MAX_HELD;
@@ -136,6 +141,7 @@ impl Relay {
         }
         tracing::debug!(vm = %self.vm.name, "guest opened the port");
         self.guest = Some(stream);
+        self.guest_boot = self.flow.borrow().boot;
     }
 
     fn read_host(&mut self, buf: &mut [u8]) {

@@ -56,6 +56,7 @@ struct VmState {
     status: VmStatus,
     fault: Fault,
     resets: u32,
+    boot: u64,
     qmp_log: Vec<String>,
     relay: Option<JoinHandle<()>>,
     qmp: Option<JoinHandle<()>>,
@@ -91,6 +92,7 @@ impl VmShared {
                 status: VmStatus::Stopped,
                 fault: Fault::None,
                 resets: 0,
+                boot: 0,
                 qmp_log: Vec::new(),
                 relay: None,
                 qmp: None,
@@ -104,7 +106,8 @@ impl VmShared {
     }
 
     fn publish(&self, state: &VmState) {
-        self.flow.send_replace(Flow::of(state.status, &state.fault));
+        self.flow
+            .send_replace(Flow::of(state.status, &state.fault, state.boot));
     }
 
     pub fn status(&self) -> VmStatus {
@@ -130,6 +133,7 @@ impl VmShared {
         let mut state = self.state();
         state.status = VmStatus::Running;
         state.fault = Fault::None;
+        state.boot += 1;
         self.publish(&state);
         let relay = Relay::new(self.clone(), channel, port);
         state.relay = Some(self.runtime.spawn(relay.run()));
@@ -164,6 +168,7 @@ impl VmShared {
             return Err(SimError::Stopped(self.name.clone()));
         }
         state.resets += 1;
+        state.boot += 1;
         state.fault = Fault::None;
         remove_file(&self.paths.unhealthy_flag);
         self.publish(&state);
@@ -200,11 +205,14 @@ impl VmShared {
             _ => remove_file(&self.paths.unhealthy_flag),
         }
         let was_crashed = state.fault == Fault::Crash;
+        let crash = fault == Fault::Crash && !was_crashed;
         state.fault = fault;
-        self.publish(&state);
-        if state.fault == Fault::Crash {
+        if crash {
+            state.boot += 1;
             state.guest = None;
-        } else if was_crashed && state.status != VmStatus::Stopped {
+        }
+        self.publish(&state);
+        if was_crashed && state.fault != Fault::Crash && state.status != VmStatus::Stopped {
             // The init system restarts the daemon once the fault is cleared.
             state.guest = Some(self.spawn_guest(Duration::ZERO));
         }

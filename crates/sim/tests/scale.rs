@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{start, HostDouble, Heard};
+use common::{start, Heard, HostDouble};
 use std::time::Duration;
 use tether_sim::VmStatus;
 
@@ -14,7 +14,9 @@ async fn a_hundred_vms_heartbeat_side_by_side() {
     let mut hosts = Vec::new();
     for vm in sim.vms() {
         let path = vm.channel_path();
-        hosts.push(tokio::spawn(async move { HostDouble::handshake(&path).await }));
+        hosts.push(tokio::spawn(
+            async move { HostDouble::handshake(&path).await },
+        ));
     }
     let mut connected = Vec::new();
     for host in hosts {
@@ -32,6 +34,8 @@ async fn a_hundred_vms_heartbeat_side_by_side() {
         assert_eq!(host.hear(Duration::from_secs(2)).await, Heard::Eof);
         assert_eq!(vm.status(), VmStatus::Stopped);
     }
-    let left = std::fs::read_dir(dir.path().join("channels")).unwrap().count();
+    let left = std::fs::read_dir(dir.path().join("channels"))
+        .unwrap()
+        .count();
     assert_eq!(left, 0, "channel and QMP sockets are removed");
 }
