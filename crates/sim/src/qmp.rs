@@ -173,48 +173,52 @@ impl Session<'_> {
 
     /// Carries out one command and returns its reply (without `id`).
     fn execute(&mut self, command: &str) -> Value {
-        if !self.negotiated {
-            if command != "qmp_capabilities" {
-                let desc = "Expecting capabilities negotiation with 'qmp_capabilities'";
-                return error("CommandNotFound", desc);
-            }
-            self.negotiated = true;
-            // Events from before the negotiation are not sent.
-            self.events = self.events.resubscribe();
-            return ok(json!({}));
+        if self.negotiated {
+            return run(self.vm, command);
         }
-        let vm = self.vm;
-        match command {
-            "qmp_capabilities" => error(
-                "CommandNotFound",
-                "Capabilities negotiation is already complete, command ignored",
-            ),
-            "query-status" => {
-                let status = vm.status();
-                ok(json!({
-                    "status": status.as_str(),
-                    "running": status == VmStatus::Running,
-                    "singlestep": false,
-                }))
-            }
-            "stop" | "cont" => {
-                let pause = command == "stop";
-                if vm.set_paused(pause) {
-                    let name = if pause { "STOP" } else { "RESUME" };
-                    let _ = vm.events.send(event(name, json!({})));
-                }
-                ok(json!({}))
-            }
-            "system_reset" => match vm.reset() {
-                Ok(()) => ok(json!({})),
-                Err(e) => error("GenericError", &e.to_string()),
-            },
-            "quit" => ok(json!({})),
-            other => error(
-                "CommandNotFound",
-                &format!("The command {other} has not been found"),
-            ),
+        if command != "qmp_capabilities" {
+            let desc = "Expecting capabilities negotiation with 'qmp_capabilities'";
+            return error("CommandNotFound", desc);
         }
+        self.negotiated = true;
+        // Events from before the negotiation are not sent.
+        self.events = self.events.resubscribe();
+        ok(json!({}))
+    }
+}
+
+/// Carries out a command after capabilities negotiation.
+fn run(vm: &Arc<VmShared>, command: &str) -> Value {
+    match command {
+        "qmp_capabilities" => error(
+            "CommandNotFound",
+            "Capabilities negotiation is already complete, command ignored",
+        ),
+        "query-status" => {
+            let status = vm.status();
+            ok(json!({
+                "status": status.as_str(),
+                "running": status == VmStatus::Running,
+                "singlestep": false,
+            }))
+        }
+        "stop" | "cont" => {
+            let pause = command == "stop";
+            if vm.set_paused(pause) {
+                let name = if pause { "STOP" } else { "RESUME" };
+                let _ = vm.events.send(event(name, json!({})));
+            }
+            ok(json!({}))
+        }
+        "system_reset" => match vm.reset() {
+            Ok(()) => ok(json!({})),
+            Err(e) => error("GenericError", &e.to_string()),
+        },
+        "quit" => ok(json!({})),
+        other => error(
+            "CommandNotFound",
+            &format!("The command {other} has not been found"),
+        ),
     }
 }
 

@@ -95,6 +95,8 @@ impl QmpClient {
     ///
     /// An `error` reply is [`HypervisorError::Refused`] (`class: desc`); no reply within the
     /// timeout is [`HypervisorError::Timeout`]. Events that arrive meanwhile are queued.
+    /// After a timeout or an I/O error the connection's state is unknown: drop the client and
+    /// connect again.
     pub async fn execute(
         &mut self,
         command: &str,
