@@ -1,1 +1,88 @@
-fn main() {}
+//! `tether`: one binary for the host agent, the simulator, the demo and (later) the controller,
+//! the CLI and the benchmarks, as subcommands.
+//!
+//! Exit status: 0 on success or a clean shutdown, 1 when the command failed at run time, 2 for
+//! bad flags or configuration (clap's own convention for usage errors).
+
+mod demo;
+mod host_cmd;
+mod logging;
+mod shutdown;
+mod sim_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// High availability for KVM/QEMU VMs and the applications inside them.
+#[derive(Debug, Parser)]
+#[command(name = "tether", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the compute host agent: discover guest channels, heartbeat every guest, recover
+    /// failed ones through the hypervisor.
+    Host(Box<host_cmd::HostCmd>),
+    /// Run a host agent and simulated VMs in one process and watch heartbeats, failures and
+    /// recoveries live.
+    Demo(demo::DemoArgs),
+    /// Run simulated VMs (QEMU stand-ins with the real guest daemon inside) until Ctrl-C;
+    /// faults are injected by commands on standard input.
+    Sim(sim_cmd::SimArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tether: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Host(cmd) => cmd.run().await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Sim(args) => sim_cmd::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tether: {e:#}");
+            ExitCode::from(e.downcast_ref::<ConfigProblem>().map_or(1, |_| 2))
+        }
+    }
+}
+
+/// An error and its whole chain of causes on one line, `outer: cause: root cause`.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Bad flags or configuration: reported with exit status 2.
+#[derive(Debug)]
+pub(crate) struct ConfigProblem(pub(crate) String);
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigProblem {}
