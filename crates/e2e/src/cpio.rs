@@ -250,4 +250,32 @@ mod tests {
         };
         assert_eq!(build(), build());
     }
+
+    /// GNU cpio, where installed, lists exactly the entries written (an independent reader).
+    #[test]
+    fn gnu_cpio_reads_the_archive() {
+        let Ok(mut child) = std::process::Command::new("cpio")
+            .args(["-it", "--quiet"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        else {
+            return; // cpio not installed: the parser above still checks the layout
+        };
+        let mut w = CpioWriter::new();
+        w.dir("etc", 0o755);
+        w.file("etc/a.conf", 0o644, b"KEY=value\n");
+        w.symlink("etc/b", "a.conf");
+        w.char_device("console", 0o600, 5, 1);
+        let archive = w.finish();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&archive).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let listed = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            listed.lines().collect::<Vec<_>>(),
+            ["etc", "etc/a.conf", "etc/b", "console"]
+        );
+    }
 }

@@ -30,7 +30,7 @@ pub use double::{ChannelDouble, DoubleError};
 pub use image::{GuestImage, ImageError, CONFIG_PATH, PORT_NAME};
 pub use qemu::{Vm, VmError, VmSpec};
 pub use qmp::{Qmp, QmpError};
-pub use setup::{static_guest, GuestBuildError, Setup};
+pub use setup::{static_guest, BuildError, Setup};
 
 /// The setup, or `None` after printing the `SKIP:` line when QEMU or the kernel is missing.
 ///

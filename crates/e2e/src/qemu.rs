@@ -125,7 +125,8 @@ impl Vm {
             .arg(&spec.setup.kernel)
             .arg("-initrd")
             .arg(&spec.initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .arg("-append")
+            .arg(kernel_command_line())
             .args(channel_args(&channel_socket))
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", agent_qmp.display()))
@@ -266,6 +267,17 @@ fn machine_args() -> Vec<&'static str> {
     args.extend_from_slice(accel);
     args.extend_from_slice(&["-nodefaults", "-no-user-config", "-nographic"]);
     args
+}
+
+/// The guest kernel's command line, plus `TETHER_E2E_KERNEL_ARGS` (e.g. `loglevel=7` to see
+/// the kernel's messages on the console).
+fn kernel_command_line() -> String {
+    let mut line = String::from("console=ttyS0 quiet panic=-1");
+    if let Ok(extra) = std::env::var("TETHER_E2E_KERNEL_ARGS") {
+        line.push(' ');
+        line.push_str(&extra);
+    }
+    line
 }
 
 /// The virtio-serial controller and the heartbeat port backed by a listening UNIX socket.

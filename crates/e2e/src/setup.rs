@@ -26,14 +26,14 @@ pub const MODULES: [&str; 6] = [
 
 const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
-/// Why the static guest could not be built.
+/// Why the static guest (or another workspace binary) could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum GuestBuildError {
+pub enum BuildError {
     /// Cargo could not be started.
     #[error("Cannot run cargo")]
     Cargo(#[source] std::io::Error),
     /// Cargo ran and failed.
-    #[error("Cargo build of the static tether-guest failed ({0})")]
+    #[error("Cargo build failed ({0})")]
     Failed(std::process::ExitStatus),
     /// The binary is not there or is linked dynamically (it would not run in the test image).
     #[error("{} is missing or not a static executable", .0.display())]
@@ -103,12 +103,12 @@ pub fn target_dir() -> PathBuf {
 /// The static `tether-guest` for the test image: `TETHER_E2E_GUEST`, or a build with cargo
 /// (profile `guest`, `+crt-static`) into this target directory. Built once per test process;
 /// cargo makes it a no-op when nothing changed.
-pub fn static_guest() -> Result<PathBuf, &'static GuestBuildError> {
-    static GUEST: OnceLock<Result<PathBuf, GuestBuildError>> = OnceLock::new();
+pub fn static_guest() -> Result<PathBuf, &'static BuildError> {
+    static GUEST: OnceLock<Result<PathBuf, BuildError>> = OnceLock::new();
     GUEST.get_or_init(build_static_guest).as_ref().cloned()
 }
 
-fn build_static_guest() -> Result<PathBuf, GuestBuildError> {
+fn build_static_guest() -> Result<PathBuf, BuildError> {
     if let Some(path) = env_path("TETHER_E2E_GUEST") {
         return check_static(path);
     }
@@ -128,9 +128,9 @@ fn build_static_guest() -> Result<PathBuf, GuestBuildError> {
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .status()
-        .map_err(GuestBuildError::Cargo)?;
+        .map_err(BuildError::Cargo)?;
     if !status.success() {
-        return Err(GuestBuildError::Failed(status));
+        return Err(BuildError::Failed(status));
     }
     check_static(
         target_dir
@@ -140,11 +140,48 @@ fn build_static_guest() -> Result<PathBuf, GuestBuildError> {
     )
 }
 
-fn check_static(path: PathBuf) -> Result<PathBuf, GuestBuildError> {
+/// Builds `bin` of `package` with cargo in the profile and target directory of the running
+/// test, so a test never runs a stale binary (cargo does nothing when it is fresh).
+pub fn cargo_build(package: &str, bin: &str) -> Result<(), BuildError> {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe.parent().map(|d| {
+        if d.ends_with("deps") {
+            d.parent()
+        } else {
+            Some(d)
+        }
+    });
+    let profile = profile_dir
+        .flatten()
+        .and_then(Path::file_name)
+        .and_then(|n| n.to_str());
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    match profile {
+        Some("debug") | None => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+    }
+    let status = cmd
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .map_err(BuildError::Cargo)?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(BuildError::Failed(status))
+    }
+}
+
+fn check_static(path: PathBuf) -> Result<PathBuf, BuildError> {
     if is_static_elf(&path) {
         Ok(path)
     } else {
-        Err(GuestBuildError::NotStatic(path))
+        Err(BuildError::NotStatic(path))
     }
 }
 
