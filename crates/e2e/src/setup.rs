@@ -91,13 +91,9 @@ impl Setup {
 
 /// The cargo target directory the running test was built in (`<target>/<profile>/deps/<exe>`).
 pub fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let mut dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.pop();
-    dir
+    profile_dir()
+        .and_then(|dir| dir.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target"))
 }
 
 /// The static `tether-guest` for the test image: `TETHER_E2E_GUEST`, or a build with cargo
@@ -140,24 +136,24 @@ fn build_static_guest() -> Result<PathBuf, BuildError> {
     )
 }
 
-/// Builds `bin` of `package` with cargo in the profile and target directory of the running
-/// test, so a test never runs a stale binary (cargo does nothing when it is fresh).
-pub fn cargo_build(package: &str, bin: &str) -> Result<(), BuildError> {
-    let exe = std::env::current_exe().unwrap_or_default();
-    let profile_dir = exe.parent().map(|d| {
-        if d.ends_with("deps") {
-            d.parent()
-        } else {
-            Some(d)
-        }
-    });
-    let profile = profile_dir
-        .flatten()
-        .and_then(Path::file_name)
-        .and_then(|n| n.to_str());
+/// Rebuilds the workspace binary `bin` (of `package`) when it exists but is older than the
+/// workspace's sources, so `cargo test -p tether-e2e` after an edit elsewhere never drives a
+/// stale binary. A fresh or missing binary is left alone (`cargo test --workspace` has just
+/// built it; `tether_testkit::binary` builds a missing one), which avoids a second build with
+/// a different feature set.
+pub fn rebuild_if_stale(package: &str, bin: &str) -> Result<(), BuildError> {
+    let Some(profile_dir) = profile_dir() else {
+        return Ok(());
+    };
+    let built = std::fs::metadata(profile_dir.join(bin)).and_then(|m| m.modified());
+    let Ok(built) = built else { return Ok(()) };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if newest_source(&root).is_none_or(|newest| newest <= built) {
+        return Ok(());
+    }
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(["build", "--quiet", "-p", package, "--bin", bin]);
-    match profile {
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => {}
         Some("release") => {
             cmd.arg("--release");
@@ -174,6 +170,53 @@ pub fn cargo_build(package: &str, bin: &str) -> Result<(), BuildError> {
         Ok(())
     } else {
         Err(BuildError::Failed(status))
+    }
+}
+
+/// `<target>/<profile>` of the running test executable.
+fn profile_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    Some(
+        if dir.ends_with("deps") {
+            dir.parent()?
+        } else {
+            dir
+        }
+        .to_path_buf(),
+    )
+}
+
+/// The newest modification time of the workspace manifests, lock file and crate sources
+/// (this crate's own excepted: its edits do not change other binaries).
+fn newest_source(root: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut visit = |path: &Path| {
+        if let Ok(modified) = std::fs::metadata(path).and_then(|m| m.modified()) {
+            newest = newest.max(Some(modified));
+        }
+    };
+    visit(&root.join("Cargo.toml"));
+    visit(&root.join("Cargo.lock"));
+    let crates = std::fs::read_dir(root.join("crates")).ok()?;
+    for krate in crates.flatten().filter(|c| c.file_name() != "e2e") {
+        visit(&krate.path().join("Cargo.toml"));
+        walk(&krate.path().join("src"), &mut visit);
+    }
+    newest
+}
+
+fn walk(dir: &Path, visit: &mut impl FnMut(&Path)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            walk(&path, visit);
+        } else {
+            visit(&path);
+        }
     }
 }
 
@@ -274,5 +317,31 @@ mod tests {
     fn target_dir_holds_this_test_executable() {
         let exe = std::env::current_exe().unwrap();
         assert!(exe.starts_with(target_dir()));
+    }
+
+    #[test]
+    fn newest_source_looks_at_manifests_and_sources_but_not_this_crate() {
+        let tmp = tether_testkit::temp_dir();
+        let root = tmp.path();
+        let at = |secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        let file = |path: &str, secs: u64| {
+            let path = root.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, "x").unwrap();
+            std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(at(secs))
+                .unwrap();
+        };
+        file("Cargo.toml", 100);
+        file("crates/host/Cargo.toml", 100);
+        file("crates/host/src/deep/er/mod.rs", 300);
+        file("crates/e2e/src/lib.rs", 900);
+        file("crates/host/tests/ignored.rs", 800);
+        assert_eq!(newest_source(root), Some(at(300)));
+        file("Cargo.lock", 400);
+        assert_eq!(newest_source(root), Some(at(400)));
     }
 }

@@ -95,11 +95,11 @@ impl Drop for Scratch {
     }
 }
 
-/// `tether host`, rebuilt once per run so the tests never drive a stale binary.
+/// `tether host`: built if missing, rebuilt if older than the sources (checked once per run).
 fn host_binary() -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
-        tether_e2e::setup::cargo_build("tether", "tether")
+        tether_e2e::setup::rebuild_if_stale("tether", "tether")
             .unwrap_or_else(|e| panic!("building tether: {e}"));
     });
     tether_testkit::binary("tether")
