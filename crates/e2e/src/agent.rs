@@ -98,6 +98,7 @@ impl Agent {
             .arg(&journal)
             .arg("--api-socket")
             .arg(&api_socket)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().map_err(spawn_error(&log))?)
             .stderr(log_file)
