@@ -72,11 +72,11 @@ impl Daemon {
                 biased;
                 () = &mut shutdown => break,
                 event = r.link.event() => r.on_link(event?),
-                outcome = wait_run(&mut r.health) => {
+                outcome = wait_health(&mut r.health) => {
                     r.health = None;
                     r.on_health(outcome);
                 }
-                outcome = wait_run(&mut r.event) => {
+                outcome = wait_event(&mut r.event) => {
                     r.event = None;
                     r.on_event_script(outcome);
                 }
@@ -291,39 +291,20 @@ fn log_state(limits: &mut Limits, from: State, to: State, now: Instant) {
     }
 }
 
-/// Resolves with a script's outcome, or never when none runs.
-trait Waitable {
-    type Output;
-    fn running(&mut self) -> Option<&mut ScriptRun>;
-    fn wrap(&self, outcome: ScriptOutcome) -> Self::Output;
-}
-
-impl Waitable for Option<ScriptRun> {
-    type Output = ScriptOutcome;
-    fn running(&mut self) -> Option<&mut ScriptRun> {
-        self.as_mut()
-    }
-    fn wrap(&self, outcome: ScriptOutcome) -> ScriptOutcome {
-        outcome
-    }
-}
-
-impl Waitable for Option<(u64, ScriptRun)> {
-    type Output = (u64, ScriptOutcome);
-    fn running(&mut self) -> Option<&mut ScriptRun> {
-        self.as_mut().map(|(_, run)| run)
-    }
-    fn wrap(&self, outcome: ScriptOutcome) -> (u64, ScriptOutcome) {
-        (self.as_ref().map_or(0, |(run, _)| *run), outcome)
-    }
-}
-
-async fn wait_run<W: Waitable>(slot: &mut W) -> W::Output {
-    let outcome = match slot.running() {
+/// The health check's outcome, or never when none runs.
+async fn wait_health(slot: &mut Option<ScriptRun>) -> ScriptOutcome {
+    match slot {
         Some(run) => run.await,
         None => std::future::pending().await,
-    };
-    slot.wrap(outcome)
+    }
+}
+
+/// The event script's run and outcome, or never when none runs.
+async fn wait_event(slot: &mut Option<(u64, ScriptRun)>) -> (u64, ScriptOutcome) {
+    match slot {
+        Some((id, run)) => (*id, run.await),
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_some(deadline: Option<Instant>) {

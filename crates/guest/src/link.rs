@@ -164,6 +164,9 @@ impl Link {
                 self.retry_at = Instant::now() + self.backoff;
                 continue;
             }
+            // Readiness does not count against tokio's budget; this does, so that even a
+            // descriptor that stays ready can never keep the task from yielding.
+            tokio::task::consume_budget().await;
             if let Some(frames) = self.io_step().await {
                 return Ok(LinkEvent::Frames(frames));
             }
