@@ -1,6 +1,8 @@
 //! The host agent against scripted guest doubles on real UNIX sockets, on a paused clock:
 //! steady state, hangs, unhealthy answers, the recovery limit, exits and agent restarts.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions unwrap too
+
 mod common;
 
 use std::time::Duration;

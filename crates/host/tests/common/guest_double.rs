@@ -289,13 +289,13 @@ impl Guest {
         shared: &Shared,
     ) -> std::io::Result<()> {
         match message {
-            Message::InitAck { invocation_id } => {
-                if !self.enabled && (invocation_id == self.init_id || invocation_id == self.prev_id)
-                {
-                    self.enabled = true;
-                    self.last_challenge = Instant::now();
-                    shared.log.lock().unwrap().acks += 1;
-                }
+            Message::InitAck { invocation_id }
+                if !self.enabled
+                    && (invocation_id == self.init_id || invocation_id == self.prev_id) =>
+            {
+                self.enabled = true;
+                self.last_challenge = Instant::now();
+                shared.log.lock().unwrap().acks += 1;
             }
             Message::Challenge {
                 heartbeat_challenge,

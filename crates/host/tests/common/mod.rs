@@ -17,6 +17,7 @@ use tether_testkit::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+#[allow(unused_imports)]
 pub use guest_double::{uuid, GuestDouble, Mode};
 
 /// A hypervisor double: records every action it is asked for, optionally takes time or fails.
