@@ -183,3 +183,28 @@ async fn bad_configuration_is_refused_before_anything_runs() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_guest_that_never_heartbeats_is_reconnected_after_the_start_timeout() {
+    let h = Harness::start(|c| c.start_timeout_secs = 120);
+    let guest = h.guest(8, 1000);
+    guest.set_mode(common::Mode::Frozen);
+    h.wait_state(&guest.uuid, "waiting_init", 2 * SEC).await;
+    tokio::time::sleep(119 * SEC).await;
+    assert_eq!(guest.log().connections, 1);
+    tokio::time::sleep(3 * SEC).await;
+    assert_eq!(
+        guest.log().connections,
+        2,
+        "closed after 120 s and connected again"
+    );
+    let closed = h.events(&guest.uuid, EventKind::ChannelDisconnected);
+    assert_eq!(
+        closed[0]["reason"],
+        "connected but not heartbeating in time"
+    );
+    // Once the guest daemon starts, the new connection heartbeats.
+    guest.set_mode(common::Mode::Healthy);
+    h.wait_state(&guest.uuid, "heartbeating", 10 * SEC).await;
+    assert!(h.hypervisor.calls().is_empty());
+}
