@@ -230,3 +230,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_sample_file_documents_every_key_with_its_default() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../packaging/guest/guest_heartbeat.conf"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    assert_eq!(GuestConfig::parse(&text).unwrap(), GuestConfig::default());
+    let uncommented: String = text
+        .lines()
+        .map(|line| match line.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_uppercase()) => rest,
+            _ => line,
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let (config, warnings) = GuestConfig::parse_with_warnings(&uncommented).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for key in KEYS {
+        assert!(
+            uncommented
+                .lines()
+                .any(|l| l.starts_with(&format!("{key}="))),
+            "{key} missing"
+        );
+    }
+    let expected = GuestConfig {
+        health_check_script: Some("/etc/tether/health_check".into()),
+        event_notification_script: Some("/etc/tether/event_handler".into()),
+        ..GuestConfig::default()
+    };
+    assert_eq!(config, expected);
+}

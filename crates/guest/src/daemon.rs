@@ -71,7 +71,9 @@ impl Daemon {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                event = r.link.event() => r.on_link(event?),
+                // Deadlines and scripts before the channel: a host that floods the channel
+                // must not hold back a timeout or a health check.
+                () = sleep_until_some(deadline) => r.apply(Event::Tick),
                 outcome = wait_health(&mut r.health) => {
                     r.health = None;
                     r.on_health(outcome);
@@ -80,7 +82,7 @@ impl Daemon {
                     r.event = None;
                     r.on_event_script(outcome);
                 }
-                () = sleep_until_some(deadline) => r.apply(Event::Tick),
+                event = r.link.event() => r.on_link(event?),
             }
         }
         tracing::info!("shutting down");

@@ -357,3 +357,7 @@ async fn sleep_until_some(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[path = "link_tests.rs"]
+mod tests;

@@ -205,3 +205,31 @@ async fn garbage_from_the_host_is_dropped_and_the_daemon_carries_on() {
     assert_eq!(response.heartbeat_health, Health::Healthy);
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_daemons_run_side_by_side_in_one_process() {
+    let dir = tether_testkit::temp_dir();
+    let mut hosts = Vec::new();
+    for i in 0..20 {
+        let sub = dir.path().join(format!("vm{i}"));
+        std::fs::create_dir(&sub).unwrap();
+        let host = HostDouble::bind(&sub);
+        let daemon = start(&host.path, GuestConfig::default());
+        hosts.push((host, daemon));
+    }
+    let mut tasks = Vec::new();
+    for (i, (host, daemon)) in hosts.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut conn = host.accept().await;
+            conn.register().await;
+            for n in 0..3 {
+                conn.challenge(i as u32 * 10 + n).await;
+            }
+            daemon.shutdown().await.unwrap();
+            assert!(matches!(conn.recv().await.0, Message::Exit(_)));
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
