@@ -117,7 +117,8 @@ pub enum Output {
         /// The latest challenge.
         expected: u32,
     },
-    /// An `init` arrived while heartbeating: back to waiting, unacknowledged.
+    /// An `init` arrived while heartbeating (the guest restarted, e.g. after a reboot the
+    /// agent ordered): the guest is registered afresh at once.
     InitWhileHeartbeating,
     /// Apply a corrective action to the VM.
     Recover {
@@ -219,10 +220,11 @@ impl HeartbeatFsm {
     }
 
     fn on_init(&mut self, init: Init, now: Instant, out: &mut Vec<Output>) {
+        // The reference drops such an init and acks the guest's retry five seconds later; a
+        // guest that re-registers has restarted, so tether acks it at once and starts over.
         if self.phase != Phase::WaitingInit {
             self.go_waiting_init();
             out.push(Output::InitWhileHeartbeating);
-            return;
         }
         let interval_ms = init.heartbeat_interval_ms.max(MIN_INTERVAL_MS);
         self.guest = Some(GuestInfo {

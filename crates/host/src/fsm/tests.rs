@@ -272,7 +272,7 @@ fn an_unhealthy_first_answer_counts_as_answering_but_not_heartbeating() {
 }
 
 #[test]
-fn init_while_heartbeating_drops_to_waiting_init_without_ack() {
+fn init_while_heartbeating_registers_the_guest_afresh_at_once() {
     for answered in [false, true] {
         let mut rig = Rig::new(1);
         rig.feed(init(1, 1000, CorrectiveAction::Reboot));
@@ -280,12 +280,15 @@ fn init_while_heartbeating_drops_to_waiting_init_without_ack() {
             rig.healthy();
         }
         let out = rig.feed(init(2, 1000, CorrectiveAction::Reboot));
-        assert_eq!(out, vec![Output::InitWhileHeartbeating]);
-        assert_eq!(rig.fsm.phase(), Phase::WaitingInit);
-        assert_eq!(rig.fsm.deadline(), None);
-        // The guest's retry is acked.
-        let out = rig.feed(init(3, 1000, CorrectiveAction::Reboot));
-        assert_eq!(out[0], Output::Send(Message::InitAck { invocation_id: 3 }));
+        assert_eq!(out[0], Output::InitWhileHeartbeating);
+        assert_eq!(out[1], Output::Send(Message::InitAck { invocation_id: 2 }));
+        assert!(
+            matches!(out[2], Output::Send(Message::Challenge { .. })),
+            "{out:?}"
+        );
+        assert_eq!(rig.fsm.phase(), Phase::WaitingResponse);
+        // The fresh registration is reported as a new start once answered.
+        assert_eq!(rig.healthy(), vec![Output::Started { rtt_us: 0 }]);
     }
 }
 

@@ -129,7 +129,7 @@ impl Supervisor {
                 }
             }
             Output::InitWhileHeartbeating => {
-                tracing::info!(instance = %uuid, "Init while heartbeating; waiting for its retry");
+                tracing::info!(instance = %uuid, "Guest registered again while heartbeating; starting over");
             }
             Output::Send(_) | Output::Refused { .. } | Output::Recover { .. } => {}
         }
