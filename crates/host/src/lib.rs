@@ -42,6 +42,7 @@ pub use api::router;
 pub use args::HostArgs;
 pub use config::{ConfigError, HostConfig, HypervisorKind};
 pub use hypervisor::build_hypervisor;
+pub use recovery::error_chain;
 pub use status::{AgentView, GuestState, InstanceStatus};
 pub use tether_hypervisor::Hypervisor;
 

@@ -63,17 +63,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error and its whole chain of causes on one line, `outer: cause: root cause`.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub(crate) use tether_host::error_chain as chain;
 
 /// Bad flags or configuration: reported with exit status 2.
 #[derive(Debug)]
