@@ -58,8 +58,14 @@ pub fn binary(name: &str) -> PathBuf {
 /// `target/<profile>` of the running test executable (`target/<profile>/deps/<test>`).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no current exe: {e}"));
-    let deps = exe.parent().unwrap_or_else(|| panic!("test exe has no parent"));
-    let dir = if deps.ends_with("deps") { deps.parent().unwrap_or(deps) } else { deps };
+    let deps = exe
+        .parent()
+        .unwrap_or_else(|| panic!("test exe has no parent"));
+    let dir = if deps.ends_with("deps") {
+        deps.parent().unwrap_or(deps)
+    } else {
+        deps
+    };
     dir.to_path_buf()
 }
 
@@ -74,6 +80,8 @@ fn build_binary(name: &str, profile_dir: &Path) {
     if profile_dir.ends_with("release") {
         cmd.arg("--release");
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
     assert!(status.success(), "cargo build of {name} failed");
 }
