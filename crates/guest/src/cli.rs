@@ -9,12 +9,14 @@ use std::path::PathBuf;
 pub const DEFAULT_CONFIG: &str = "/etc/tether/guest_heartbeat.conf";
 /// The heartbeat port when `--device` is not given.
 pub const DEFAULT_DEVICE: &str = "/dev/virtio-ports/cgcs.heartbeat";
+/// Where applications register when `--api-socket` is not given.
+pub const DEFAULT_API_SOCKET: &str = guest_heartbeat_api::DEFAULT_SOCKET;
 
 /// The `--help` text.
 pub const USAGE: &str = "\
 tether-guest: the guest heartbeat daemon of tether (StarlingX Guest-Client compatible)
 
-Usage: tether-guest [--config FILE] [--device PATH] [--name NAME] [--debug]
+Usage: tether-guest [--config FILE] [--device PATH] [--api-socket PATH] [--name NAME] [--debug]
        tether-guest --help | --version
 
 Options:
@@ -22,6 +24,8 @@ Options:
                   file is missing, built-in defaults are used)
   --device PATH   the heartbeat virtio-serial port, or a UNIX socket to connect to
                   (default /dev/virtio-ports/cgcs.heartbeat)
+  --api-socket PATH
+                  where applications register (default /var/run/.guest_heartbeat_api)
   --name NAME     instance name sent to the host (default: this host's name)
   --debug         log debug messages too
   -h, --help      print this text
@@ -44,6 +48,8 @@ pub struct Flags {
     pub config: Option<PathBuf>,
     /// `--device`, or the default.
     pub device: PathBuf,
+    /// `--api-socket`, or the default.
+    pub api_socket: PathBuf,
     /// `--name`, if given.
     pub name: Option<String>,
     /// `--debug`.
@@ -85,6 +91,7 @@ pub enum UsageError {
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageError> {
     let mut config = None;
     let mut device = None;
+    let mut api_socket = None;
     let mut name = None;
     let mut debug = false;
     let mut args = args.into_iter();
@@ -109,6 +116,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
             "-V" | "--version" => return Ok(Command::Version),
             "--config" => set_once(&mut config, "--config", value("--config")?.into())?,
             "--device" => set_once(&mut device, "--device", value("--device")?.into())?,
+            "--api-socket" => {
+                set_once(
+                    &mut api_socket,
+                    "--api-socket",
+                    value("--api-socket")?.into(),
+                )?;
+            }
             "--name" => {
                 let v = value("--name")?
                     .into_string()
@@ -122,6 +136,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, UsageE
     Ok(Command::Run(Flags {
         config,
         device: device.unwrap_or_else(|| PathBuf::from(DEFAULT_DEVICE)),
+        api_socket: api_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_API_SOCKET)),
         name,
         debug,
     }))
@@ -178,6 +193,7 @@ mod tests {
         let expected = Flags {
             config: None,
             device: DEFAULT_DEVICE.into(),
+            api_socket: DEFAULT_API_SOCKET.into(),
             name: None,
             debug: false,
         };
@@ -189,15 +205,30 @@ mod tests {
         let expected = Command::Run(Flags {
             config: Some("/c".into()),
             device: "/d".into(),
+            api_socket: "/a".into(),
             name: Some("vm 7".into()),
             debug: true,
         });
         let spaced = [
-            "--config", "/c", "--device", "/d", "--name", "vm 7", "--debug",
+            "--config",
+            "/c",
+            "--device",
+            "/d",
+            "--api-socket",
+            "/a",
+            "--name",
+            "vm 7",
+            "--debug",
         ];
         assert_eq!(run(&spaced), Ok(expected.clone()));
         assert_eq!(
-            run(&["--config=/c", "--device=/d", "--name=vm 7", "--debug"]),
+            run(&[
+                "--config=/c",
+                "--device=/d",
+                "--api-socket=/a",
+                "--name=vm 7",
+                "--debug"
+            ]),
             Ok(expected)
         );
     }

@@ -2,7 +2,7 @@
 //!
 //! [`Daemon::run`] is the event loop. It waits on the channel ([`crate::link`]), the next
 //! deadline of the state machine ([`crate::fsm`]), the running health-check and event scripts
-//! ([`crate::script`]) and the shutdown future, turns what happened into an
+//! ([`crate::script`]), the application API socket ([`crate::api`]) and the shutdown future, turns what happened into an
 //! [`Event`](crate::fsm::Event), and carries out the actions the machine returns. It wakes only
 //! for those: an idle enabled daemon wakes once per challenge.
 
@@ -14,6 +14,8 @@ use tether_proto::{encode_into, Message, MAX_INT};
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
+use crate::api::ApiServer;
+use crate::apps::ApiEvent;
 use crate::endpoint::Endpoint;
 use crate::fsm::{Action, Event, Heartbeat, Settings, State};
 use crate::health::ScriptHealth;
@@ -34,6 +36,8 @@ pub struct Options {
     pub name: String,
     /// The settings of `guest_heartbeat.conf`.
     pub config: GuestConfig,
+    /// Where applications register ([`crate::api`]); `None` serves no application API.
+    pub api_socket: Option<PathBuf>,
 }
 
 /// One guest heartbeat daemon.
@@ -59,7 +63,18 @@ impl Daemon {
         let endpoint = Endpoint::resolve(&self.options.device)?;
         tracing::info!(channel = %endpoint.path().display(), "opening the heartbeat channel");
         let (link, up) = Link::open(endpoint).await?;
-        let mut r = Runner::new(&self.options, link);
+        let api = match &self.options.api_socket {
+            Some(path) => {
+                let server = ApiServer::bind(path).map_err(|source| GuestError::ApiSocket {
+                    path: path.clone(),
+                    source,
+                })?;
+                tracing::info!(socket = %path.display(), "application API listening");
+                Some(server)
+            }
+            None => None,
+        };
+        let mut r = Runner::new(&self.options, link, api);
         r.apply(if up {
             Event::ChannelUp
         } else {
@@ -83,6 +98,7 @@ impl Daemon {
                     r.on_event_script(outcome);
                 }
                 event = r.link.event() => r.on_link(event?),
+                event = api_event(&mut r.api) => r.on_api(event),
             }
         }
         tracing::info!("shutting down");
@@ -126,10 +142,11 @@ struct Runner {
     event: Option<(u64, ScriptRun)>,
     last_health: ScriptHealth,
     limits: Limits,
+    api: Option<ApiServer>,
 }
 
 impl Runner {
-    fn new(options: &Options, link: Link) -> Runner {
+    fn new(options: &Options, link: Link, api: Option<ApiServer>) -> Runner {
         let settings = Settings::new(&options.name, &options.config);
         Runner {
             fsm: Heartbeat::new(settings, fastrand::u64(..)),
@@ -142,6 +159,14 @@ impl Runner {
             event: None,
             last_health: ScriptHealth::default(),
             limits: Limits::new(),
+            api,
+        }
+    }
+
+    fn on_api(&mut self, event: ApiEvent) {
+        let health = self.api.as_mut().and_then(|api| api.handle(event));
+        if let Some(apps) = health {
+            self.apply(Event::AppsChanged(apps));
         }
     }
 
@@ -309,7 +334,15 @@ async fn wait_event(slot: &mut Option<(u64, ScriptRun)>) -> (u64, ScriptOutcome)
     }
 }
 
-async fn sleep_until_some(deadline: Option<Instant>) {
+/// The next event of the application API, or never when it is not served.
+async fn api_event(api: &mut Option<ApiServer>) -> ApiEvent {
+    match api {
+        Some(api) => api.event().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) async fn sleep_until_some(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => sleep_until(deadline).await,
         None => std::future::pending().await,

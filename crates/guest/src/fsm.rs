@@ -4,7 +4,8 @@
 //! `disabled` while no host is connected, `enabling` while `init` is sent (at once, then every
 //! `HB_INIT_RETRY` ms, each time with a fresh random invocation id) and `enabled` once an
 //! `init_ack` for the current or the previous id arrives. While enabled every `challenge` is
-//! answered with the merged health ([`crate::health`]); no challenge for
+//! answered with the merged health of the applications and the health script
+//! ([`crate::health`]); no challenge for
 //! `max(2 × HB_INTERVAL, HB_MIN_TIMEOUT)` sends the machine back to `enabling`.
 //!
 //! The machine also owns the timers of the health-check script (run every
@@ -22,7 +23,7 @@ use tether_proto::{
 };
 use tokio::time::Instant;
 
-use crate::health::{merge, Reporter, ScriptHealth};
+use crate::health::{merge, AppHealth, Reporter, ScriptHealth};
 use crate::script::ScriptOutcome;
 use crate::GuestConfig;
 
@@ -66,6 +67,8 @@ pub enum Event {
     Received(Message),
     /// The health-check script finished.
     HealthChecked(ScriptHealth),
+    /// The registered applications or their health changed.
+    AppsChanged(Vec<AppHealth>),
     /// The event script of run `run` finished.
     EventScriptDone {
         /// Which run (see [`Action::RunEventScript`]).
@@ -187,6 +190,7 @@ pub struct Heartbeat {
     challenge_deadline: Option<Instant>,
     next_health_check: Option<Instant>,
     script_health: ScriptHealth,
+    apps: Vec<AppHealth>,
     reporter: Reporter,
     pending: Option<Pending>,
     runs: u64,
@@ -204,6 +208,7 @@ impl Heartbeat {
             challenge_deadline: None,
             next_health_check: None,
             script_health: ScriptHealth::default(),
+            apps: Vec::new(),
             reporter: Reporter::new(),
             pending: None,
             runs: 0,
@@ -245,6 +250,7 @@ impl Heartbeat {
             }
             Event::Received(message) => self.received(message, now, &mut out),
             Event::HealthChecked(health) => self.script_health = health,
+            Event::AppsChanged(apps) => self.apps = apps,
             Event::EventScriptDone { run, outcome } => self.script_done(run, &outcome, &mut out),
             Event::Tick => self.tick(now, &mut out),
             Event::Shutdown => self.shutdown(now, &mut out),
@@ -309,7 +315,11 @@ impl Heartbeat {
 
     fn answer_challenge(&mut self, challenge: u32, now: Instant, out: &mut Vec<Action>) {
         self.challenge_deadline = Some(now + self.settings.challenge_timeout);
-        let verdict = merge(&[], &self.script_health, self.settings.corrective_action);
+        let verdict = merge(
+            &self.apps,
+            &self.script_health,
+            self.settings.corrective_action,
+        );
         let verdict = self.reporter.report(verdict, now);
         out.push(Action::Send(Message::ChallengeResponse(
             ChallengeResponse {

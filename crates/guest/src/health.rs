@@ -1,7 +1,7 @@
 //! The guest's health as reported in each `challenge_response` (pure, no I/O).
 //!
 //! Three inputs make the answer: the registered applications (each with its own health and
-//! requested corrective action; none exist yet), the last health-script result, and the
+//! requested corrective action, see [`crate::apps`]), the last health-script result, and the
 //! configured `CORRECTIVE_ACTION`. [`merge`] combines them the way the reference daemon does,
 //! with the action priority `stop > reboot > log > none`. [`Reporter`] then suppresses a
 //! repeated report: an unhealthy verdict with the same action as one reported less than

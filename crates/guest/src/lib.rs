@@ -20,6 +20,8 @@
 //! | 2 | bad command-line flags or configuration |
 //! | 6 | the device does not exist (the channel is not configured for this VM) |
 
+pub mod api;
+pub mod apps;
 pub mod cli;
 mod config;
 mod daemon;

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         device: flags.device,
         name: flags.name.unwrap_or_else(cli::default_name),
         config,
+        api_socket: Some(flags.api_socket),
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -78,6 +78,8 @@ fn a_character_device_is_driven_and_a_hangup_costs_no_cpu() {
             &slave,
             "--name",
             "pty-vm",
+            "--api-socket",
+            dir.path().join("api.sock").to_str().unwrap(),
         ])
         .env_remove("JOURNAL_STREAM")
         .stderr(Stdio::null())

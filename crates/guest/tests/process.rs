@@ -42,9 +42,17 @@ async fn sigterm_sends_exit_and_stops_with_status_0() {
     let config = write_config(dir.path(), "HB_INTERVAL=1000\n");
     let host = HostDouble::bind(dir.path());
     let device = host.path.display().to_string();
+    let api = dir.path().join("api.sock").display().to_string();
     let mut child = tokio::process::Command::new(BIN)
         .args([
-            "--config", &config, "--device", &device, "--name", "proc-vm",
+            "--config",
+            &config,
+            "--device",
+            &device,
+            "--name",
+            "proc-vm",
+            "--api-socket",
+            &api,
         ])
         .env_remove("JOURNAL_STREAM")
         .stderr(Stdio::null())

@@ -91,6 +91,7 @@ async fn run(vm: Arc<VmShared>, delay: Duration) {
         device: vm.paths.port.clone(),
         name: vm.name.clone(),
         config: config_for(&vm.guest_config, &vm.paths.health_script),
+        api_socket: None,
     };
     tracing::debug!(vm = %vm.name, "guest booted");
     match Daemon::new(options).run(std::future::pending()).await {

@@ -182,6 +182,7 @@ pub fn start(device: &Path, config: GuestConfig) -> Running {
         device: device.to_owned(),
         name: "vm-test".into(),
         config,
+        api_socket: None,
     });
     let task = tokio::spawn(daemon.run(async move {
         let _ = stopped.await;
