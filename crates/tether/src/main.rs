@@ -1,9 +1,10 @@
-//! `tether`: one binary for the host agent, the simulator, the demo and (later) the controller,
-//! the CLI and the benchmarks, as subcommands.
+//! `tether`: one binary for the host agent, the simulator, the demo, the benchmarks and (later)
+//! the controller and the CLI, as subcommands.
 //!
 //! Exit status: 0 on success or a clean shutdown, 1 when the command failed at run time, 2 for
 //! bad flags or configuration (clap's own convention for usage errors).
 
+mod bench_cmd;
 mod demo;
 mod host_cmd;
 mod logging;
@@ -33,10 +34,16 @@ enum Command {
     /// Run simulated VMs (QEMU stand-ins with the real guest daemon inside) until Ctrl-C;
     /// faults are injected by commands on standard input.
     Sim(sim_cmd::SimArgs),
+    /// Measure the host agent and the guest daemon against their targets and a baseline.
+    Bench(bench_cmd::BenchCmd),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Host(_) | Command::Bench(_)) {
+        // One socket per guest: thousands of guests need more than the usual 1,024 files.
+        tether_bench::raise_nofile_limit();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
             Command::Host(cmd) => cmd.run().await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sim(args) => sim_cmd::run(args).await,
+            Command::Bench(cmd) => cmd.run().await,
         }
     });
     match result {
