@@ -17,9 +17,11 @@ use crate::types::{Action, Event, Notify, Vote};
 use crate::wire::{LOG_SIZE, NAME_SIZE};
 
 /// The size of `application_name`.
-pub const GUEST_HEARTBEAT_API_APPLICATION_NAME_MAX: usize = NAME_SIZE;
+pub const GUEST_HEARTBEAT_API_APPLICATION_NAME_MAX: usize = 40;
 /// The size of a `log_msg` buffer.
-pub const GUEST_HEARTBEAT_API_LOG_MAX: usize = LOG_SIZE;
+pub const GUEST_HEARTBEAT_API_LOG_MAX: usize = 192;
+const _: () = assert!(GUEST_HEARTBEAT_API_APPLICATION_NAME_MAX == NAME_SIZE);
+const _: () = assert!(GUEST_HEARTBEAT_API_LOG_MAX == LOG_SIZE);
 
 /// A result code.
 pub type GuestApiErrorT = c_int;
