@@ -177,12 +177,18 @@ impl Running {
 
 /// Starts a daemon named `vm-test` on `device` with `config`.
 pub fn start(device: &Path, config: GuestConfig) -> Running {
+    start_with_api(device, config, None)
+}
+
+/// Starts a daemon named `vm-test` on `device` with `config`, serving applications on
+/// `api_socket`.
+pub fn start_with_api(device: &Path, config: GuestConfig, api_socket: Option<PathBuf>) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let daemon = Daemon::new(Options {
         device: device.to_owned(),
         name: "vm-test".into(),
         config,
-        api_socket: None,
+        api_socket,
     });
     let task = tokio::spawn(daemon.run(async move {
         let _ = stopped.await;
