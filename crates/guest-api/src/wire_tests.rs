@@ -271,10 +271,14 @@ proptest! {
         bytes in proptest::collection::vec(any::<u8>(), 0..2000),
         chunk in 1usize..500,
     ) {
+        let mut whole = Vec::new();
+        Decoder::new().feed(&bytes, |r| whole.extend(r.ok()));
+        let mut pieces = Vec::new();
         let mut d = Decoder::new();
         for piece in bytes.chunks(chunk) {
-            d.feed(piece, |_| {});
+            d.feed(piece, |r| pieces.extend(r.ok()));
             prop_assert!(d.pending() <= MAX_PENDING);
         }
+        prop_assert_eq!(whole, pieces);
     }
 }
