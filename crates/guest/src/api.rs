@@ -8,7 +8,7 @@
 //! [`Supervisor`] and carries out its actions. Dropping the server stops every task and
 //! removes the socket file.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 
 use guest_heartbeat_api::wire::{self, Body, Decoder, Frame, FrameError};
@@ -101,9 +101,16 @@ impl ApiServer {
     pub fn handle(&mut self, event: ApiEvent) -> Option<Vec<AppHealth>> {
         let now = Instant::now();
         let mut changed = false;
-        for action in self.supervisor.handle(event, now) {
+        let mut actions: VecDeque<ApiAction> = self.supervisor.handle(event, now).into();
+        while let Some(action) = actions.pop_front() {
             match action {
-                ApiAction::Send(id, body) => self.send(id, body, now),
+                ApiAction::Send(id, body) => {
+                    if !self.send(id, body) {
+                        // The client does not read (or is gone): cut it off like any other.
+                        self.disconnect(id, CutOff::Stalled, now);
+                        actions.extend(self.supervisor.handle(ApiEvent::Closed(id), now));
+                    }
+                }
                 ApiAction::Disconnect(id, why) => self.disconnect(id, why, now),
                 ApiAction::HealthChanged => changed = true,
                 other => self.log(other, now),
@@ -112,19 +119,11 @@ impl ApiServer {
         changed.then(|| self.supervisor.health())
     }
 
-    fn send(&mut self, id: ConnId, body: Body, now: Instant) {
-        let Some(conn) = self.conns.get(&id) else {
-            return;
-        };
-        if conn.output.try_send(body).is_err() {
-            // The client does not read (or is gone): same as any other cut-off.
-            let actions = self.supervisor.handle(ApiEvent::Closed(id), now);
-            self.disconnect(id, CutOff::Flood, now);
-            for action in actions {
-                if !matches!(action, ApiAction::HealthChanged) {
-                    self.log(action, now);
-                }
-            }
+    /// Queues `body` for connection `id`; false when its queue is full.
+    fn send(&mut self, id: ConnId, body: Body) -> bool {
+        match self.conns.get(&id) {
+            Some(conn) => conn.output.try_send(body).is_ok(),
+            None => true,
         }
     }
 

@@ -63,6 +63,8 @@ pub enum CutOff {
     Flood,
     /// Too many bytes that are not frames.
     Garbage,
+    /// Its output queue is full: it does not read.
+    Stalled,
 }
 
 /// Something the server must do.
