@@ -265,8 +265,15 @@ pub fn decode_frame(bytes: &[u8; FRAME_SIZE]) -> Result<Frame, FrameError> {
         return Err(FrameError::Size(size));
     }
     let msg_type = u16::from_ne_bytes([bytes[10], bytes[11]]);
-    let b = &bytes[HEADER_SIZE..];
-    let body = match msg_type {
+    Ok(Frame {
+        sequence: get_u32(bytes, 12),
+        body: decode_body(msg_type, &bytes[HEADER_SIZE..])?,
+    })
+}
+
+/// The body of type `msg_type` from the 208 bytes after the header.
+fn decode_body(msg_type: u16, b: &[u8]) -> Result<Body, FrameError> {
+    Ok(match msg_type {
         0 => Body::Init(Init {
             name: get_str(b, 0, NAME_SIZE),
             heartbeat_interval_ms: get_u32(b, 40),
@@ -304,10 +311,6 @@ pub fn decode_frame(bytes: &[u8; FRAME_SIZE]) -> Result<Frame, FrameError> {
             log_msg: get_str(b, 16, LOG_SIZE),
         }),
         other => return Err(FrameError::MsgType(other)),
-    };
-    Ok(Frame {
-        sequence: get_u32(bytes, 12),
-        body,
     })
 }
 
