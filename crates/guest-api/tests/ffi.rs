@@ -2,6 +2,7 @@
 //! TRY_AGAIN answer while no daemon listens. One test: the library's state is process-wide.
 
 #![allow(unsafe_code)]
+#![allow(clippy::unwrap_used)]
 
 use std::ffi::{c_char, c_int, CStr};
 
