@@ -115,6 +115,8 @@ pub struct Client {
     sequence: u32,
     registration: Option<Registration>,
     next_retry: Option<Instant>,
+    /// A failed write dropped the socket; the next read reports the loss.
+    lost: bool,
     scratch: Vec<u8>,
 }
 
@@ -128,6 +130,7 @@ impl Client {
             sequence: 0,
             registration: None,
             next_retry: None,
+            lost: false,
             scratch: Vec::with_capacity(wire::FRAME_SIZE),
         }
     }
@@ -157,6 +160,7 @@ impl Client {
             stream.set_nonblocking(true).map_err(ClientError::Failed)?;
             self.stream = Some(stream);
             self.decoder = Decoder::new();
+            self.lost = false;
         }
         let r = registration;
         self.send(Body::Init(wire::Init {
@@ -229,23 +233,25 @@ impl Client {
         wire::encode(&frame, &mut self.scratch);
         // A frame is far smaller than a socket buffer; one that does not fit at once means
         // the daemon is not reading: give up the connection rather than block.
-        match stream.write(&self.scratch) {
-            Ok(n) if n == self.scratch.len() => Ok(()),
-            Ok(_) => {
-                self.stream = None;
-                Err(ClientError::TryAgain(io::ErrorKind::WriteZero.into()))
-            }
-            Err(e) => {
-                self.stream = None;
-                Err(classify(e))
-            }
-        }
+        let error = match stream.write(&self.scratch) {
+            Ok(n) if n == self.scratch.len() => return Ok(()),
+            Ok(_) => ClientError::TryAgain(io::ErrorKind::WriteZero.into()),
+            Err(e) => classify(e),
+        };
+        self.stream = None;
+        self.lost = true;
+        self.next_retry = self.registration.as_ref().map(|_| Instant::now());
+        Err(error)
     }
 
     /// Reads what is available without blocking and returns what arrived. End of stream or a
-    /// read error closes the socket and ends the list with `RegisterState(false)`.
+    /// read error closes the socket and ends the list with `RegisterState(false)`; so does the
+    /// first call after a failed write closed it.
     pub fn read_events(&mut self) -> Vec<ClientEvent> {
         let mut events = Vec::new();
+        if std::mem::take(&mut self.lost) {
+            events.push(ClientEvent::RegisterState(false));
+        }
         let Some(stream) = self.stream.as_mut() else {
             return events;
         };
@@ -306,6 +312,9 @@ impl Client {
 
     /// Waits up to `timeout` for the daemon, dispatches, and re-registers when due.
     pub fn run_once(&mut self, handler: &mut impl Handler, timeout: Duration) {
+        if self.lost {
+            self.dispatch(handler);
+        }
         self.tick();
         let Some(fd) = self.fd() else {
             std::thread::sleep(timeout.min(RETRY));

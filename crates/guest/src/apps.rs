@@ -11,8 +11,10 @@
 //! [`crate::health::merge`] takes.
 //!
 //! A connection that floods (more than [`MAX_FRAMES_PER_SEC`] frames in a second), sends more
-//! than [`MAX_GARBAGE`] bytes that are not frames since its last good one, or comes when
-//! [`MAX_CONNECTIONS`] are open, is cut off; the others are not affected.
+//! than [`MAX_GARBAGE`] bytes that are not frames since its last good one, or does not read
+//! what it is sent, is cut off; the others are not affected. When [`MAX_CONNECTIONS`] are
+//! open, a new connection takes the place of the oldest one that has not registered, or is
+//! refused when all have.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -176,8 +178,18 @@ impl Supervisor {
 
     fn connected(&mut self, id: ConnId, now: Instant, out: &mut Vec<ApiAction>) {
         if self.conns.len() >= MAX_CONNECTIONS {
-            out.push(ApiAction::Disconnect(id, CutOff::Full));
-            return;
+            // Make room by dropping the oldest connection that has not registered.
+            let idle = self
+                .conns
+                .iter()
+                .find(|(_, c)| c.app.is_none())
+                .map(|(k, _)| *k);
+            let Some(idle) = idle else {
+                out.push(ApiAction::Disconnect(id, CutOff::Full));
+                return;
+            };
+            self.conns.remove(&idle);
+            out.push(ApiAction::Disconnect(idle, CutOff::Full));
         }
         let conn = Conn {
             app: None,

@@ -209,16 +209,16 @@ async fn many_apps_and_the_connection_limit() {
     for id in 0..MAX_CONNECTIONS as u64 {
         s.handle(ApiEvent::Connected(id), t0);
     }
-    let out = s.handle(ApiEvent::Connected(999), t0);
-    assert_eq!(out, vec![ApiAction::Disconnect(999, CutOff::Full)]);
     for id in 0..MAX_APPS as u64 {
         s.handle(ApiEvent::Frame(id, init(&format!("a{id}"), 500, 2)), t0);
     }
+    // Full: the oldest unregistered connection makes room.
+    let out = s.handle(ApiEvent::Connected(999), t0);
+    let oldest_idle = MAX_APPS as u64;
+    assert_eq!(out, vec![ApiAction::Disconnect(oldest_idle, CutOff::Full)]);
     assert_eq!(s.registered(), MAX_APPS);
-    let out = s.handle(ApiEvent::Frame(MAX_APPS as u64, init("late", 500, 2)), t0);
-    assert!(out.contains(&ApiAction::Send(
-        MAX_APPS as u64,
-        Body::InitAck { accepted: 0 }
-    )));
+    // No room for more applications: refused, the connection stays.
+    let out = s.handle(ApiEvent::Frame(999, init("late", 500, 2)), t0);
+    assert!(out.contains(&ApiAction::Send(999, Body::InitAck { accepted: 0 })));
     assert_eq!(challenges(&s.handle(ApiEvent::Tick, t0)).len(), MAX_APPS);
 }

@@ -171,6 +171,8 @@ int main(int argc, char *argv[])
         }
         fd = guest_heartbeat_api_get_selobj();
         if (fd < 0) {
+            /* Not connected (the daemon is away, or a write failed): register again. */
+            registered = false;
             registering = false;
             usleep(100 * 1000);
             continue;
