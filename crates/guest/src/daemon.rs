@@ -63,17 +63,7 @@ impl Daemon {
         let endpoint = Endpoint::resolve(&self.options.device)?;
         tracing::info!(channel = %endpoint.path().display(), "opening the heartbeat channel");
         let (link, up) = Link::open(endpoint).await?;
-        let api = match &self.options.api_socket {
-            Some(path) => {
-                let server = ApiServer::bind(path).map_err(|source| GuestError::ApiSocket {
-                    path: path.clone(),
-                    source,
-                })?;
-                tracing::info!(socket = %path.display(), "application API listening");
-                Some(server)
-            }
-            None => None,
-        };
+        let api = self.options.api_socket.as_deref().and_then(bind_api);
         let mut r = Runner::new(&self.options, link, api);
         r.apply(if up {
             Event::ChannelUp
@@ -331,6 +321,21 @@ async fn wait_event(slot: &mut Option<(u64, ScriptRun)>) -> (u64, ScriptOutcome)
     match slot {
         Some((id, run)) => (*id, run.await),
         None => std::future::pending().await,
+    }
+}
+
+/// The application API on `path`; without it (logged) the daemon still heartbeats for the
+/// guest itself: the host must not lose the VM's heartbeat over a local socket problem.
+fn bind_api(path: &std::path::Path) -> Option<ApiServer> {
+    match ApiServer::bind(path) {
+        Ok(server) => {
+            tracing::info!(socket = %path.display(), "application API listening");
+            Some(server)
+        }
+        Err(e) => {
+            tracing::error!(socket = %path.display(), error = %e, "cannot serve the application API; heartbeating without it");
+            None
+        }
     }
 }
 

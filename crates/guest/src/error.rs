@@ -20,15 +20,6 @@ pub enum GuestError {
         #[source]
         source: std::io::Error,
     },
-    /// The application API socket could not be bound.
-    #[error("Cannot listen on {path}")]
-    ApiSocket {
-        /// The socket path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
     /// The event loop could not watch the channel.
     #[error("Cannot watch the channel")]
     Watch(#[source] std::io::Error),

@@ -286,3 +286,15 @@ async fn sixty_four_apps_heartbeat_at_once() {
     assert_eq!(s.host.challenge(3).await.heartbeat_health, Health::Healthy);
     s.daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_its_api_socket_the_daemon_still_heartbeats() {
+    let dir = tether_testkit::temp_dir();
+    let host = HostDouble::bind(dir.path());
+    let api = dir.path().join("no-such-dir/api.sock");
+    let daemon = start_with_api(&host.path, patient_config(), Some(api));
+    let mut conn = host.accept().await;
+    conn.register().await;
+    assert_eq!(conn.challenge(5).await.heartbeat_health, Health::Healthy);
+    daemon.shutdown().await.unwrap();
+}
