@@ -298,3 +298,46 @@ async fn without_its_api_socket_the_daemon_still_heartbeats() {
     assert_eq!(conn.challenge(5).await.heartbeat_health, Health::Healthy);
     daemon.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_is_cut_off_and_a_half_frame_harms_no_one() {
+    let mut s = setup().await;
+    let mut good = RawApp::connect(&s.api).await;
+    good.register("good", 1000, 2).await;
+    // Half a frame, then silence: it just waits.
+    let mut half = UnixStream::connect(&s.api).await.unwrap();
+    let frame = wire::to_bytes(&Frame {
+        sequence: 1,
+        body: init("half", 1000, 2),
+    });
+    half.write_all(&frame[..100]).await.unwrap();
+    // A thousand valid frames at once.
+    let mut flood = RawApp::connect(&s.api).await;
+    let bye = wire::to_bytes(&Frame {
+        sequence: 1,
+        body: Body::Final {
+            log_msg: String::new(),
+        },
+    });
+    let burst: Vec<u8> = bye.iter().copied().cycle().take(bye.len() * 1000).collect();
+    let _ = flood.stream.write_all(&burst).await;
+    assert!(
+        flood.recv().await.is_none(),
+        "the flooding client is cut off"
+    );
+    let value = good.challenged().await;
+    good.answer(value, false, 3, "good but sick").await;
+    sleep(Duration::from_millis(10)).await;
+    let r = s.host.challenge(1).await;
+    assert_eq!(
+        (r.corrective_action, r.log_msg.as_str()),
+        (CorrectiveAction::Stop, "good but sick")
+    );
+    // The half frame completes later and registers.
+    half.write_all(&frame[100..]).await.unwrap();
+    let mut ack = [0u8; 228];
+    half.read_exact(&mut ack).await.unwrap();
+    assert_eq!(ack[10], 1, "INIT_ACK");
+    assert_eq!(ack[20], 1, "accepted");
+    s.daemon.shutdown().await.unwrap();
+}
