@@ -20,12 +20,12 @@ use crate::journal;
 use crate::load::LoadResult;
 use crate::report::{progress, Context};
 use crate::stats::Spread;
-use crate::sys::{cpu_seconds, status_mib, Reaped};
+use crate::sys::{cpu_split_seconds, status_mib, Reaped};
 use crate::{io_err, BenchError};
 
 mod child;
 
-use child::LoadChild;
+use child::LoadGroup;
 
 /// Flags of `tether bench host`.
 #[derive(Debug, Clone, Args)]
@@ -57,6 +57,9 @@ pub struct HostBenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Keep the working directory (agent log, journal) and print its path, for a look after.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Everything the host bench measured; the JSON keys are pinned.
@@ -79,6 +82,8 @@ pub struct HostReport {
     pub setup_s: f64,
     /// Agent CPU (user + sys) over the window, % of one core.
     pub agent_cpu_percent: f64,
+    /// The part of `agent_cpu_percent` spent in the kernel.
+    pub agent_sys_percent: f64,
     /// Agent CPU per answered challenge, µs.
     pub agent_cpu_us_per_heartbeat: f64,
     /// Agent peak resident memory (`VmHWM`), MiB.
@@ -111,6 +116,8 @@ pub struct HostReport {
     pub healthy_misses: u64,
     /// Null agent CPU over its window, % of one core.
     pub baseline_cpu_percent: f64,
+    /// The part of `baseline_cpu_percent` spent in the kernel.
+    pub baseline_sys_percent: f64,
     /// Null agent CPU per answered challenge, µs.
     pub baseline_cpu_us_per_heartbeat: f64,
     /// Null agent peak resident memory, MiB.
@@ -126,6 +133,7 @@ struct Window {
     setup: Duration,
     length: Duration,
     cpu_s: f64,
+    sys_s: f64,
     rss_mib: f64,
     load: LoadResult,
 }
@@ -139,7 +147,11 @@ pub fn run_host_bench(
 ) -> Result<HostReport, BenchError> {
     check(args)?;
     let interval = u64::from(args.interval_ms.max(MIN_INTERVAL_MS));
-    let temp = tempfile::tempdir().map_err(io_err("create a temporary directory"))?;
+    let mut temp = tempfile::tempdir().map_err(io_err("create a temporary directory"))?;
+    if args.keep {
+        temp.disable_cleanup(true);
+        eprintln!("tether bench: working directory {}", temp.path().display());
+    }
     let journal_path = temp.path().join("journal.jsonl");
     let agent = agent_phase(exe, args, interval, temp.path(), &journal_path)?;
     let events = journal::read(&journal_path)?;
@@ -158,6 +170,7 @@ pub fn run_host_bench(
         miss_threshold: args.miss_threshold,
         setup_s: agent.setup.as_secs_f64(),
         agent_cpu_percent: percent(&agent),
+        agent_sys_percent: agent.sys_s * 100.0 / agent.length.as_secs_f64(),
         agent_cpu_us_per_heartbeat: per_hb(&agent),
         agent_rss_mib: agent.rss_mib,
         rtt_p50_ms: delay.p50,
@@ -174,6 +187,7 @@ pub fn run_host_bench(
         false_losses: detection.false_losses,
         healthy_misses: detection.healthy_misses,
         baseline_cpu_percent: percent(&baseline),
+        baseline_sys_percent: baseline.sys_s * 100.0 / baseline.length.as_secs_f64(),
         baseline_cpu_us_per_heartbeat: per_hb(&baseline),
         baseline_rss_mib: baseline.rss_mib,
         baseline_duration_s: baseline.length.as_secs_f64(),
@@ -217,7 +231,7 @@ fn agent_phase(
     journal: &Path,
 ) -> Result<Window, BenchError> {
     let dir = child::make_dir(&temp.join("channels"))?;
-    let mut load = LoadChild::spawn(exe, &dir, args, interval, args.fail, fail_window_ms(args))?;
+    let mut load = LoadGroup::spawn(exe, &dir, args, interval, args.fail, fail_window_ms(args))?;
     load.wait_ready(Duration::from_secs(args.settle_timeout))?;
     let log = std::fs::File::create(temp.join("agent.log")).map_err(io_err("create agent.log"))?;
     let mut command = Command::new(exe);
@@ -254,7 +268,7 @@ fn baseline_phase(
     temp: &Path,
 ) -> Result<Window, BenchError> {
     let dir = child::make_dir(&temp.join("baseline-channels"))?;
-    let mut load = LoadChild::spawn(exe, &dir, args, interval, 0, 0)?;
+    let mut load = LoadGroup::spawn(exe, &dir, args, interval, 0, 0)?;
     load.wait_ready(Duration::from_secs(args.settle_timeout))?;
     let mut command = Command::new(exe);
     command
@@ -279,7 +293,7 @@ fn baseline_phase(
 
 /// Waits until every guest answers, then measures `process` over a window of `length`.
 fn measure(
-    load: &mut LoadChild,
+    load: &mut LoadGroup,
     mut process: Reaped,
     phase: &str,
     args: &HostBenchArgs,
@@ -321,7 +335,7 @@ fn measure(
     let setup = begun.elapsed();
     load.command("start")?;
     let start = Instant::now();
-    let cpu0 = cpu_seconds(process.pid())?;
+    let cpu0 = cpu_split_seconds(process.pid())?;
     while start.elapsed() < length {
         if process.exited() {
             return Err(child::died(name));
@@ -334,7 +348,7 @@ fn measure(
         ));
         std::thread::sleep(Duration::from_millis(250).min(length.saturating_sub(start.elapsed())));
     }
-    let cpu1 = cpu_seconds(process.pid())?;
+    let cpu1 = cpu_split_seconds(process.pid())?;
     let window_length = start.elapsed();
     load.command("stop")?;
     let rss_mib = status_mib(process.pid(), "VmHWM")?;
@@ -342,7 +356,8 @@ fn measure(
     Ok(Window {
         setup,
         length: window_length,
-        cpu_s: cpu1 - cpu0,
+        cpu_s: (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1),
+        sys_s: cpu1.1 - cpu0.1,
         rss_mib,
         load: LoadResult::default(),
     })

@@ -184,7 +184,16 @@ fn start_window(shared: &Rc<Shared>, args: &LoadArgs, uuids: &[Rc<str>]) {
 
 /// Serves one guest's channel socket: one connection after another.
 async fn serve_guest(listener: UnixListener, index: usize, uuid: Rc<str>, shared: Rc<Shared>) {
-    while let Ok((stream, _)) = listener.accept().await {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors, most likely: the controller sizes the load
+                // processes to avoid it, and a later attempt may succeed.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let mut conn = Connection {
             index,
             uuid: &uuid,

@@ -36,25 +36,30 @@ pub fn raise_nofile_limit() -> Option<u64> {
 
 /// CPU time (user + system) used so far by process `pid`, in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64, BenchError> {
+    cpu_split_seconds(pid).map(|(user, system)| user + system)
+}
+
+/// CPU time used so far by process `pid`, in seconds: (user, system).
+pub fn cpu_split_seconds(pid: u32) -> Result<(f64, f64), BenchError> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).map_err(io_err(format!("read {path}")))?;
     parse_stat_cpu(&text)
-        .map(|ticks| ticks as f64 / USER_HZ)
+        .map(|(user, system)| (user as f64 / USER_HZ, system as f64 / USER_HZ))
         .ok_or_else(|| BenchError::Child {
             process: "measured",
             problem: format!("has an unreadable {path}"),
         })
 }
 
-/// `utime + stime` from the text of `/proc/<pid>/stat`.
-fn parse_stat_cpu(text: &str) -> Option<u64> {
+/// `(utime, stime)` from the text of `/proc/<pid>/stat`.
+fn parse_stat_cpu(text: &str) -> Option<(u64, u64)> {
     // The command name (field 2) may hold spaces; fields after its closing parenthesis are
     // plain. utime and stime are fields 14 and 15, i.e. the 12th and 13th after the name.
     let rest = &text[text.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11);
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// CPU time used so far by all live threads of `pid`, in seconds, with nanosecond precision
@@ -183,7 +188,7 @@ mod tests {
     #[test]
     fn stat_cpu_skips_a_command_name_with_spaces() {
         let text = "42 (a b) S 1 42 42 0 -1 4194304 100 0 0 0 250 31 0 0 20 0 1 0 5 1 1";
-        assert_eq!(parse_stat_cpu(text), Some(281));
+        assert_eq!(parse_stat_cpu(text), Some((250, 31)));
     }
 
     #[test]
