@@ -72,10 +72,13 @@ pub fn host_markdown(r: &HostReport) -> String {
     row(
         &mut out,
         "agent CPU",
-        format!("{:.2} % of a core", r.agent_cpu_percent),
         format!(
-            "≤ {cpu_target} % at 10,000 guests; baseline {:.2} %",
-            r.baseline_cpu_percent
+            "{:.2} % of a core ({:.2} % kernel)",
+            r.agent_cpu_percent, r.agent_sys_percent
+        ),
+        format!(
+            "≤ {cpu_target} % at 10,000 guests; baseline {:.2} % ({:.2} % kernel)",
+            r.baseline_cpu_percent, r.baseline_sys_percent
         ),
     );
     row(
