@@ -142,6 +142,20 @@ fn run_guest(binary: &Path, plan: Plan) -> Result<Run, BenchError> {
     let pid = guest.pid();
     let cpu0 = guest_cpu(pid)?;
     let start = Instant::now();
+    drive(&mut host, plan, start)?;
+    let length = start.elapsed();
+    let run = Run {
+        cpu_s: guest_cpu(pid)? - cpu0,
+        rss_mib: status_mib(pid, "VmRSS")?,
+        peak_rss_mib: status_mib(pid, "VmHWM")?,
+        length,
+    };
+    guest.terminate(Duration::from_secs(5));
+    Ok(run)
+}
+
+/// Challenges the daemon as the plan says.
+fn drive(host: &mut Host, plan: Plan, start: Instant) -> Result<(), BenchError> {
     match plan {
         Plan::BackToBack(n) => {
             for i in 0..n {
@@ -165,15 +179,7 @@ fn run_guest(binary: &Path, plan: Plan) -> Result<Run, BenchError> {
             }
         }
     }
-    let length = start.elapsed();
-    let run = Run {
-        cpu_s: guest_cpu(pid)? - cpu0,
-        rss_mib: status_mib(pid, "VmRSS")?,
-        peak_rss_mib: status_mib(pid, "VmHWM")?,
-        length,
-    };
-    guest.terminate(Duration::from_secs(5));
-    Ok(run)
+    Ok(())
 }
 
 /// CPU time of the daemon so far, as precise as the kernel tells it.

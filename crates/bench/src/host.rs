@@ -157,11 +157,25 @@ pub fn run_host_bench(
     let events = journal::read(&journal_path)?;
     let detection = journal::detect(&events, &agent.load.failed);
     let baseline = baseline_phase(exe, args, interval, temp.path())?;
+    Ok(report(
+        args, interval, context, &agent, &baseline, &detection,
+    ))
+}
+
+/// Puts the two windows and the detection together.
+fn report(
+    args: &HostBenchArgs,
+    interval: u64,
+    context: Context,
+    agent: &Window,
+    baseline: &Window,
+    detection: &journal::Detection,
+) -> HostReport {
     let per_hb = |w: &Window| w.cpu_s * 1e6 / w.load.answers.max(1) as f64;
     let percent = |w: &Window| w.cpu_s * 100.0 / w.length.as_secs_f64();
     let detect = Spread::of(&mut detection.latencies_ms.clone());
     let delay = agent.load.delay_ms;
-    Ok(HostReport {
+    HostReport {
         context,
         guests: args.guests,
         interval_ms: args.interval_ms,
@@ -169,9 +183,9 @@ pub fn run_host_bench(
         duration_s: agent.length.as_secs_f64(),
         miss_threshold: args.miss_threshold,
         setup_s: agent.setup.as_secs_f64(),
-        agent_cpu_percent: percent(&agent),
+        agent_cpu_percent: percent(agent),
         agent_sys_percent: agent.sys_s * 100.0 / agent.length.as_secs_f64(),
-        agent_cpu_us_per_heartbeat: per_hb(&agent),
+        agent_cpu_us_per_heartbeat: per_hb(agent),
         agent_rss_mib: agent.rss_mib,
         rtt_p50_ms: delay.p50,
         rtt_p99_ms: delay.p99,
@@ -186,13 +200,13 @@ pub fn run_host_bench(
         detect_target_ms: (f64::from(args.miss_threshold) + 1.0) * interval as f64 + 20.0,
         false_losses: detection.false_losses,
         healthy_misses: detection.healthy_misses,
-        baseline_cpu_percent: percent(&baseline),
+        baseline_cpu_percent: percent(baseline),
         baseline_sys_percent: baseline.sys_s * 100.0 / baseline.length.as_secs_f64(),
-        baseline_cpu_us_per_heartbeat: per_hb(&baseline),
+        baseline_cpu_us_per_heartbeat: per_hb(baseline),
         baseline_rss_mib: baseline.rss_mib,
         baseline_duration_s: baseline.length.as_secs_f64(),
-        cpu_ratio: per_hb(&agent) / per_hb(&baseline).max(f64::MIN_POSITIVE),
-    })
+        cpu_ratio: per_hb(agent) / per_hb(baseline).max(f64::MIN_POSITIVE),
+    }
 }
 
 fn check(args: &HostBenchArgs) -> Result<(), BenchError> {
@@ -305,33 +319,7 @@ fn measure(
         "null agent"
     };
     let begun = Instant::now();
-    let limit = Duration::from_secs(args.settle_timeout);
-    while load.progress().heartbeating < args.guests {
-        if process.exited() {
-            return Err(child::died(name));
-        }
-        if begun.elapsed() > limit {
-            return Err(BenchError::Child {
-                process: if phase == "agent" {
-                    "host agent"
-                } else {
-                    "null agent"
-                },
-                problem: format!(
-                    "had only {} of {} guests heartbeating after {} s",
-                    load.progress().heartbeating,
-                    args.guests,
-                    args.settle_timeout
-                ),
-            });
-        }
-        progress(&format!(
-            "{phase}: {} of {} guests heartbeating",
-            load.progress().heartbeating,
-            args.guests
-        ));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_heartbeating(load, &mut process, name, phase, args)?;
     let setup = begun.elapsed();
     load.command("start")?;
     let start = Instant::now();
@@ -341,12 +329,15 @@ fn measure(
             return Err(child::died(name));
         }
         let p = load.progress();
-        let left = length.saturating_sub(start.elapsed()).as_secs_f64();
+        let left = length.saturating_sub(start.elapsed());
         progress(&format!(
-            "{phase}: {}/{} heartbeating, {} answers, {left:.1} s left",
-            p.heartbeating, args.guests, p.answers
+            "{phase}: {}/{} heartbeating, {} answers, {:.1} s left",
+            p.heartbeating,
+            args.guests,
+            p.answers,
+            left.as_secs_f64()
         ));
-        std::thread::sleep(Duration::from_millis(250).min(length.saturating_sub(start.elapsed())));
+        std::thread::sleep(Duration::from_millis(250).min(left));
     }
     let cpu1 = cpu_split_seconds(process.pid())?;
     let window_length = start.elapsed();
@@ -361,4 +352,39 @@ fn measure(
         rss_mib,
         load: LoadResult::default(),
     })
+}
+
+/// Waits until every guest answers challenges, or fails after `--settle-timeout`.
+fn wait_heartbeating(
+    load: &LoadGroup,
+    process: &mut Reaped,
+    name: &'static str,
+    phase: &str,
+    args: &HostBenchArgs,
+) -> Result<(), BenchError> {
+    let begun = Instant::now();
+    let limit = Duration::from_secs(args.settle_timeout);
+    loop {
+        let heartbeating = load.progress().heartbeating;
+        if heartbeating >= args.guests {
+            return Ok(());
+        }
+        if process.exited() {
+            return Err(child::died(name));
+        }
+        if begun.elapsed() > limit {
+            return Err(BenchError::Child {
+                process: name,
+                problem: format!(
+                    "had only {heartbeating} of {} guests heartbeating after {} s",
+                    args.guests, args.settle_timeout
+                ),
+            });
+        }
+        progress(&format!(
+            "{phase}: {heartbeating} of {} guests heartbeating",
+            args.guests
+        ));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -87,3 +87,32 @@ fn a_bench_that_cannot_see_failures_detected_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--duration"), "{stderr}");
 }
+
+#[test]
+fn the_guest_bench_drives_the_real_daemon() {
+    let dir = temp_dir();
+    let json = dir.path().join("guest.json");
+    let guest = tether_testkit::binary("tether-guest");
+    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["bench", "guest", "--heartbeats", "300", "--paced-secs", "1"])
+        .arg("--guest-bin")
+        .arg(&guest)
+        .arg("--static-bin")
+        .arg(dir.path().join("no-such-binary"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{output:?}");
+    assert!(
+        stdout.contains("missing: run scripts/build-static-guest"),
+        "{stdout}"
+    );
+    let text = std::fs::read_to_string(&json).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["heartbeats"], 300, "{text}");
+    assert!(report["rss_mib"].as_f64().unwrap() > 0.0, "{text}");
+    assert!(report["cpu_ms_per_1000"].as_f64().unwrap() > 0.0, "{text}");
+    assert!(report["static_size_mib"].is_null(), "{text}");
+}
