@@ -61,6 +61,7 @@ impl HostAgent {
         let (journal, writer) = journal::open(&config.journal)?;
         let settings = Arc::new(Settings {
             miss_threshold: config.miss_threshold,
+            min_interval_ms: config.min_interval_ms,
             start_timeout: Duration::from_secs(config.start_timeout_secs),
             bytes_per_sec: config.guest_bytes_per_sec,
             msgs_per_sec: config.guest_msgs_per_sec,

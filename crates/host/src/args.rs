@@ -41,6 +41,10 @@ pub struct HostArgs {
     /// Missed intervals tolerated; the heartbeat is lost after N + 1 in a row [default: 1].
     #[arg(long, value_name = "N")]
     pub miss_threshold: Option<u32>,
+    /// Shortest heartbeat interval granted; guests asking for less get this (at least 50)
+    /// [default: 400].
+    #[arg(long, value_name = "MS")]
+    pub min_interval_ms: Option<u32>,
     /// Journal file, one JSON event per line, appended
     /// [default: /var/lib/tether/host-journal.jsonl].
     #[arg(long, value_name = "FILE")]
@@ -94,6 +98,7 @@ impl HostArgs {
         set_opt(&mut config.qmp_template, &self.qmp_template);
         set(&mut config.virsh, &self.virsh);
         set(&mut config.miss_threshold, &self.miss_threshold);
+        set(&mut config.min_interval_ms, &self.min_interval_ms);
         set(&mut config.journal, &self.journal);
         set(&mut config.api_socket, &self.api_socket);
         set_opt(&mut config.api_listen, &self.api_listen);

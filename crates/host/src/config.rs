@@ -45,6 +45,10 @@ pub struct HostConfig {
     pub virsh: PathBuf,
     /// Missed intervals tolerated; the heartbeat is lost after `miss_threshold + 1` in a row.
     pub miss_threshold: u32,
+    /// Shortest heartbeat interval granted, in ms; a guest asking for less is challenged at
+    /// this interval. 400 is the reference's floor; lower it (to 50 at least) only where
+    /// faster detection is worth the cost.
+    pub min_interval_ms: u32,
     /// Journal file: one JSON object per line, appended.
     pub journal: PathBuf,
     /// UNIX socket of the local HTTP API.
@@ -80,6 +84,7 @@ impl Default for HostConfig {
             qmp_template: None,
             virsh: PathBuf::from("virsh"),
             miss_threshold: 1,
+            min_interval_ms: tether_proto::MIN_INTERVAL_MS,
             journal: PathBuf::from("/var/lib/tether/host-journal.jsonl"),
             api_socket: PathBuf::from("/run/tether/host.sock"),
             api_listen: None,
@@ -154,6 +159,9 @@ impl HostConfig {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if self.min_interval_ms < 50 {
+            return Err(invalid("min_interval_ms", "must be at least 50"));
         }
         if self.guest_bytes_per_sec < tether_proto::MAX_MSG_SIZE as u32 {
             let min = tether_proto::MAX_MSG_SIZE;

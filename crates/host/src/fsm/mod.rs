@@ -133,6 +133,7 @@ pub enum Output {
 #[derive(Debug)]
 pub struct HeartbeatFsm {
     miss_threshold: u32,
+    min_interval_ms: u32,
     rng: fastrand::Rng,
     phase: Phase,
     guest: Option<GuestInfo>,
@@ -161,10 +162,18 @@ pub fn action_for(action: CorrectiveAction) -> Option<Action> {
 }
 
 impl HeartbeatFsm {
+    /// The shortest interval granted (default [`MIN_INTERVAL_MS`], the reference's floor);
+    /// a guest asking for less is challenged at this interval.
+    pub fn with_min_interval(mut self, min_interval_ms: u32) -> HeartbeatFsm {
+        self.min_interval_ms = min_interval_ms;
+        self
+    }
+
     /// A machine waiting for `init`; a loss is declared after `miss_threshold + 1` misses.
     pub fn new(miss_threshold: u32, seed: u64) -> HeartbeatFsm {
         HeartbeatFsm {
             miss_threshold,
+            min_interval_ms: MIN_INTERVAL_MS,
             rng: fastrand::Rng::with_seed(seed),
             phase: Phase::WaitingInit,
             guest: None,
@@ -226,7 +235,7 @@ impl HeartbeatFsm {
             self.go_waiting_init();
             out.push(Output::InitWhileHeartbeating);
         }
-        let interval_ms = init.heartbeat_interval_ms.max(MIN_INTERVAL_MS);
+        let interval_ms = init.heartbeat_interval_ms.max(self.min_interval_ms);
         self.guest = Some(GuestInfo {
             invocation_id: init.invocation_id,
             name: init.name,
@@ -331,7 +340,7 @@ impl HeartbeatFsm {
     fn send_challenge(&mut self, now: Instant, out: &mut Vec<Output>) {
         let interval = self
             .interval()
-            .unwrap_or(Duration::from_millis(u64::from(MIN_INTERVAL_MS)));
+            .unwrap_or(Duration::from_millis(u64::from(self.min_interval_ms)));
         self.challenge = self.rng.u32(0..=MAX_INT);
         self.challenge_sent = Some(now);
         self.challenges += 1;

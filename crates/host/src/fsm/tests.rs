@@ -104,6 +104,16 @@ fn a_short_interval_is_raised_to_the_minimum() {
 }
 
 #[test]
+fn a_lower_configured_floor_grants_faster_heartbeats() {
+    let mut rig = Rig::new(1);
+    rig.fsm = HeartbeatFsm::new(1, 7).with_min_interval(100);
+    rig.feed(init(1, 100, CorrectiveAction::Reboot));
+    assert_eq!(rig.fsm.interval(), Some(Duration::from_millis(100)));
+    rig.feed(init(2, 20, CorrectiveAction::Reboot));
+    assert_eq!(rig.fsm.interval(), Some(Duration::from_millis(100)));
+}
+
+#[test]
 fn the_first_healthy_answer_starts_the_heartbeat_once() {
     let mut rig = Rig::new(1);
     rig.feed(init(1, 1000, CorrectiveAction::Reboot));

@@ -38,6 +38,7 @@ const RECOVERY_GRACE: Duration = Duration::from_secs(10);
 /// Agent-wide settings every supervisor reads.
 pub(crate) struct Settings {
     pub miss_threshold: u32,
+    pub min_interval_ms: u32,
     pub start_timeout: Duration,
     pub bytes_per_sec: u32,
     pub msgs_per_sec: u32,
@@ -124,7 +125,8 @@ impl Supervisor {
     ) -> Supervisor {
         let seed = fastrand::u64(..);
         Supervisor {
-            fsm: HeartbeatFsm::new(settings.miss_threshold, seed),
+            fsm: HeartbeatFsm::new(settings.miss_threshold, seed)
+                .with_min_interval(settings.min_interval_ms),
             recovery: Recovery::new(settings.recovery_limit, history),
             bad_msgs: TokenBucket::new(1, settings.max_bad_msgs, Instant::now()),
             throttles: report::Throttles::new(),
