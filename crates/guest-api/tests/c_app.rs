@@ -22,10 +22,9 @@ use tokio::time::{sleep, timeout, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
-/// `target/<profile>`, where cargo puts `libguest_heartbeat_api.so`.
+/// `target/<profile>`, where cargo puts `libguest_heartbeat_api.so` (built now if stale).
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_owned()
+    tether_testkit::library_dir("tether-guest-api")
 }
 
 /// Compiles the sample application into `dir`.

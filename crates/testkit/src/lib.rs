@@ -69,19 +69,33 @@ fn profile_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The directory of a package's built library (`lib<name>.so`, `.a`) in the running test's
+/// profile, after making sure cargo has built it from the current sources (a no-op when it is
+/// up to date). `cargo test` builds a library's rlib only; tests that link a C program against
+/// its `cdylib` or `staticlib` need this.
+pub fn library_dir(package: &str) -> PathBuf {
+    let dir = profile_dir();
+    cargo_build(&["-p", package, "--lib"], &dir);
+    dir
+}
+
 fn build_binary(name: &str, profile_dir: &Path) {
     let package = match name {
         "tether-guest" => "tether-guest",
         _ => "tether",
     };
+    cargo_build(&["-p", package, "--bin", name], profile_dir);
+}
+
+fn cargo_build(args: &[&str], profile_dir: &Path) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", package, "--bin", name]);
+    cmd.args(["build", "--quiet"]).args(args);
     if profile_dir.ends_with("release") {
         cmd.arg("--release");
     }
     let status = cmd
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo: {e}"));
-    assert!(status.success(), "cargo build of {name} failed");
+    assert!(status.success(), "cargo build {args:?} failed");
 }
