@@ -19,7 +19,7 @@ use serde::Serialize;
 use tether_proto::{encode, Decoder, Message};
 
 use crate::report::{progress, Context};
-use crate::sys::{cpu_seconds, exec_runtime_seconds, status_mib, Reaped};
+use crate::sys::{cpu_seconds, status_mib, Reaped};
 use crate::{io_err, BenchError};
 
 /// Flags of `tether bench guest`.
@@ -140,12 +140,12 @@ fn run_guest(binary: &Path, plan: Plan) -> Result<Run, BenchError> {
     let mut guest = Reaped(command.spawn().map_err(io_err("start tether-guest"))?);
     let mut host = Host::accept(&listener, &mut guest)?;
     let pid = guest.pid();
-    let cpu0 = guest_cpu(pid)?;
+    let cpu0 = cpu_seconds(pid)?;
     let start = Instant::now();
     drive(&mut host, plan, start)?;
     let length = start.elapsed();
     let run = Run {
-        cpu_s: guest_cpu(pid)? - cpu0,
+        cpu_s: cpu_seconds(pid)? - cpu0,
         rss_mib: status_mib(pid, "VmRSS")?,
         peak_rss_mib: status_mib(pid, "VmHWM")?,
         length,
@@ -180,14 +180,6 @@ fn drive(host: &mut Host, plan: Plan, start: Instant) -> Result<(), BenchError> 
         }
     }
     Ok(())
-}
-
-/// CPU time of the daemon so far, as precise as the kernel tells it.
-fn guest_cpu(pid: u32) -> Result<f64, BenchError> {
-    match exec_runtime_seconds(pid) {
-        Some(s) => Ok(s),
-        None => cpu_seconds(pid),
-    }
 }
 
 /// The bench's side of the channel.

@@ -24,7 +24,7 @@ use crate::journal;
 use crate::load::LoadResult;
 use crate::report::{progress, Context};
 use crate::stats::Spread;
-use crate::sys::{cpu_split_seconds, status_mib, Reaped};
+use crate::sys::{status_mib, CpuSample, Reaped};
 use crate::{io_err, BenchError};
 
 mod child;
@@ -129,8 +129,9 @@ pub struct HostReport {
     pub baseline_rss_mib: f64,
     /// Length of the baseline's window.
     pub baseline_duration_s: f64,
-    /// Agent CPU per heartbeat / null agent CPU per heartbeat.
-    pub cpu_ratio: f64,
+    /// Agent CPU per heartbeat / null agent CPU per heartbeat; `null` when the baseline used
+    /// no CPU that the kernel could measure.
+    pub cpu_ratio: Option<f64>,
 }
 
 /// What one steady window measured.
@@ -210,7 +211,7 @@ fn report(
         baseline_cpu_us_per_heartbeat: per_hb(baseline),
         baseline_rss_mib: baseline.rss_mib,
         baseline_duration_s: baseline.length.as_secs_f64(),
-        cpu_ratio: per_hb(agent) / per_hb(baseline).max(f64::MIN_POSITIVE),
+        cpu_ratio: (per_hb(baseline) > 0.0).then(|| per_hb(agent) / per_hb(baseline)),
     }
 }
 
@@ -330,7 +331,7 @@ fn measure(
     let setup = begun.elapsed();
     load.command("start")?;
     let start = Instant::now();
-    let cpu0 = cpu_split_seconds(process.pid())?;
+    let cpu0 = CpuSample::read(process.pid())?;
     while start.elapsed() < length {
         if process.exited() {
             return Err(child::died(name));
@@ -346,7 +347,7 @@ fn measure(
         ));
         std::thread::sleep(Duration::from_millis(250).min(left));
     }
-    let cpu1 = cpu_split_seconds(process.pid())?;
+    let (cpu_s, sys_s) = CpuSample::read(process.pid())?.since(cpu0);
     let window_length = start.elapsed();
     load.command("stop")?;
     let rss_mib = status_mib(process.pid(), "VmHWM")?;
@@ -354,8 +355,8 @@ fn measure(
     Ok(Window {
         setup,
         length: window_length,
-        cpu_s: (cpu1.0 + cpu1.1) - (cpu0.0 + cpu0.1),
-        sys_s: cpu1.1 - cpu0.1,
+        cpu_s,
+        sys_s,
         rss_mib,
         load: LoadResult::default(),
     })

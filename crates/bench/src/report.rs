@@ -90,7 +90,10 @@ pub fn host_markdown(r: &HostReport) -> String {
     row(
         &mut out,
         "CPU per heartbeat, agent / baseline",
-        format!("{:.2}×", r.cpu_ratio),
+        r.cpu_ratio.map_or_else(
+            || "n/a: the baseline used no measurable CPU".to_owned(),
+            |ratio| format!("{ratio:.2}×"),
+        ),
         "≤ 3×".into(),
     );
     row(

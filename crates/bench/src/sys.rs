@@ -1,10 +1,10 @@
 //! What the bench reads from the system: a process's CPU time and peak memory from `/proc`,
 //! the machine's cores and CPU model, the git revision, and the open-file limit.
 //!
-//! CPU time comes from `/proc/<pid>/stat` (`utime + stime`, all threads of the process, in
-//! clock ticks of 1/100 s — Linux's fixed `USER_HZ` on every architecture we build for), so a
-//! figure is only as fine as 10 ms over the measured window; the windows are long enough for
-//! that to be well under one per cent of the result.
+//! CPU time comes from the scheduler's nanosecond count of each thread
+//! (`/proc/<pid>/task/*/sched`) where the kernel publishes it, else from `/proc/<pid>/stat`.
+//! The split between user and kernel time exists only in `stat`, in clock ticks of 1/100 s
+//! (Linux's fixed `USER_HZ`), so the kernel share is only as fine as 10 ms over the window.
 
 use std::path::Path;
 use std::process::{Child, Command};
@@ -34,9 +34,38 @@ pub fn raise_nofile_limit() -> Option<u64> {
     limit.current
 }
 
-/// CPU time (user + system) used so far by process `pid`, in seconds.
+/// CPU time (user + system) used so far by process `pid`, in seconds, as precisely as the
+/// kernel tells it.
 pub fn cpu_seconds(pid: u32) -> Result<f64, BenchError> {
-    cpu_split_seconds(pid).map(|(user, system)| user + system)
+    match exec_runtime_seconds(pid) {
+        Some(seconds) => Ok(seconds),
+        None => cpu_split_seconds(pid).map(|(user, system)| user + system),
+    }
+}
+
+/// A reading of a process's CPU time, for the difference between two of them.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSample {
+    total_s: f64,
+    system_s: f64,
+}
+
+impl CpuSample {
+    /// Reads process `pid`'s CPU time now.
+    pub fn read(pid: u32) -> Result<CpuSample, BenchError> {
+        let (_, system_s) = cpu_split_seconds(pid)?;
+        Ok(CpuSample {
+            total_s: cpu_seconds(pid)?,
+            system_s,
+        })
+    }
+
+    /// CPU seconds from `earlier` to `self`: (total, of which in the kernel).
+    pub fn since(self, earlier: CpuSample) -> (f64, f64) {
+        let total = (self.total_s - earlier.total_s).max(0.0);
+        let system = (self.system_s - earlier.system_s).clamp(0.0, total);
+        (total, system)
+    }
 }
 
 /// CPU time used so far by process `pid`, in seconds: (user, system).
