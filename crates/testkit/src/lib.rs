@@ -69,14 +69,21 @@ fn profile_dir() -> PathBuf {
     dir.to_path_buf()
 }
 
-/// The directory of a package's built library (`lib<name>.so`, `.a`) in the running test's
-/// profile, after making sure cargo has built it from the current sources (a no-op when it is
-/// up to date). `cargo test` builds a library's rlib only; tests that link a C program against
-/// its `cdylib` or `staticlib` need this.
+/// The directory of a package's built library (`lib<name>.so`, `.a`), after making sure cargo
+/// has built it from the current sources (a no-op when it is up to date). `cargo test` builds
+/// a library's rlib only; tests that link a C program against its `cdylib` or `staticlib` need
+/// this. The build goes to a target directory of its own (`<target>/libraries`): a second
+/// cargo writing into the running test's target directory could replace artifacts that the
+/// outer `cargo test` still has to link or document.
 pub fn library_dir(package: &str) -> PathBuf {
-    let dir = profile_dir();
-    cargo_build(&["-p", package, "--lib"], &dir);
-    dir
+    let profile = profile_dir();
+    let target = profile
+        .parent()
+        .unwrap_or(&profile)
+        .join("libraries");
+    cargo_build_in(&["-p", package, "--lib"], &profile, Some(&target));
+    let name = profile.file_name().unwrap_or_default();
+    target.join(name)
 }
 
 fn build_binary(name: &str, profile_dir: &Path) {
@@ -88,9 +95,16 @@ fn build_binary(name: &str, profile_dir: &Path) {
 }
 
 fn cargo_build(args: &[&str], profile_dir: &Path) {
+    cargo_build_in(args, profile_dir, None);
+}
+
+fn cargo_build_in(args: &[&str], profile_dir: &Path, target_dir: Option<&Path>) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
     cmd.args(["build", "--quiet"]).args(args);
+    if let Some(dir) = target_dir {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
     if profile_dir.ends_with("release") {
         cmd.arg("--release");
     }
