@@ -39,7 +39,8 @@ pub struct Instance {
     pub name: String,
 }
 
-/// What to do to a VM.
+/// What to do to a VM: a corrective action (`Log`, `Reboot`, `Stop`) or a lifecycle
+/// operation ordered through the host agent's API (also `Pause` … `Resume`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Record the failure; touch nothing.
@@ -48,15 +49,38 @@ pub enum Action {
     Reboot,
     /// Stop the VM.
     Stop,
+    /// Freeze the VM's vCPUs; its memory stays where it is.
+    Pause,
+    /// Let a paused VM run again.
+    Unpause,
+    /// Suspend the VM (libvirt: save its memory to disk and stop it).
+    Suspend,
+    /// Bring a suspended VM back.
+    Resume,
 }
 
 impl Action {
+    /// Every action, in declaration order.
+    pub const ALL: [Action; 7] = [
+        Action::Log,
+        Action::Reboot,
+        Action::Stop,
+        Action::Pause,
+        Action::Unpause,
+        Action::Suspend,
+        Action::Resume,
+    ];
+
     /// The name used in templates, journals and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Log => "log",
             Action::Reboot => "reboot",
             Action::Stop => "stop",
+            Action::Pause => "pause",
+            Action::Unpause => "unpause",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
         }
     }
 }

@@ -46,7 +46,7 @@ mod tests {
             uuid: "u".into(),
             name: "n".into(),
         };
-        for action in [Action::Log, Action::Reboot, Action::Stop] {
+        for action in Action::ALL {
             assert!(LogBackend::new().apply(&instance, action).await.is_ok());
         }
         assert_eq!(LogBackend::new().name(), "log");

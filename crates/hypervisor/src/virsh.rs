@@ -1,8 +1,10 @@
 //! The `virsh` backend: drive libvirt through its command-line client.
 //!
 //! Reboot is `virsh reset <uuid>` (a hard reset, like QMP `system_reset`), stop is
-//! `virsh destroy <uuid>` (the VM is powered off; its definition stays). The `log` action runs
-//! nothing. A connection URI can be given (`-c qemu:///system`). A failed run becomes
+//! `virsh destroy <uuid>` (the VM is powered off; its definition stays), pause and unpause are
+//! `virsh suspend` and `virsh resume` (libvirt's names for freezing the vCPUs), suspend is
+//! `virsh managedsave` (memory saved to disk, the VM stopped) and resume is `virsh start`,
+//! which restores a managed save. The `log` action runs nothing. A connection URI can be given (`-c qemu:///system`). A failed run becomes
 //! [`HypervisorError::Refused`] carrying virsh's own stderr, which names the reason (no such
 //! domain, domain not running, cannot connect). We use the CLI rather than libvirt bindings
 //! because those pin `libc` exactly.
@@ -58,6 +60,10 @@ impl VirshBackend {
             Action::Log => return None,
             Action::Reboot => "reset",
             Action::Stop => "destroy",
+            Action::Pause => "suspend",
+            Action::Unpause => "resume",
+            Action::Suspend => "managedsave",
+            Action::Resume => "start",
         };
         let mut argv = vec![self.binary.to_string_lossy().into_owned()];
         if let Some(uri) = &self.connect {
@@ -128,5 +134,10 @@ mod tests {
             Some("destroy".to_owned())
         );
         assert_eq!(v.argv(&instance, Action::Log), None);
+        let verbs: Vec<_> = [Action::Pause, Action::Unpause, Action::Suspend, Action::Resume]
+            .into_iter()
+            .filter_map(|action| v.argv(&instance, action).map(|a| a[3].clone()))
+            .collect();
+        assert_eq!(verbs, ["suspend", "resume", "managedsave", "start"]);
     }
 }

@@ -4,8 +4,11 @@
 //! `/var/lib/tether/qmp/{uuid}.qmp`, matching QEMU's `-qmp unix:<path>,server=on,wait=off`).
 //! Each action opens a fresh connection, so no state is held between recoveries:
 //! reboot is `system_reset`, then `query-status` and `cont` if the VM was paused (a reset keeps
-//! a paused VM paused, and a paused VM never answers a heartbeat); stop is `quit`. The `log`
-//! action touches nothing. QEMU serves one monitor client at a time, so this backend needs a
+//! a paused VM paused, and a paused VM never answers a heartbeat); stop is `quit`; pause is
+//! `stop` and unpause is `cont`. Suspend and resume are `stop` and `cont` as well: saving a VM
+//! to disk and bringing it back needs whoever starts QEMU (libvirt: use the `virsh` backend),
+//! so over bare QMP a suspended VM keeps its memory in QEMU, frozen. The `log` action touches
+//! nothing. QEMU serves one monitor client at a time, so this backend needs a
 //! monitor socket that nothing else holds open.
 
 use std::path::PathBuf;
@@ -62,6 +65,8 @@ impl QmpBackend {
         match action {
             Action::Reboot => reboot(&mut client).await,
             Action::Stop => stop(&mut client).await,
+            Action::Pause | Action::Suspend => client.execute("stop", None).await.map(drop),
+            Action::Unpause | Action::Resume => client.execute("cont", None).await.map(drop),
             Action::Log => Ok(()),
         }
     }
