@@ -134,10 +134,15 @@ mod tests {
             Some("destroy".to_owned())
         );
         assert_eq!(v.argv(&instance, Action::Log), None);
-        let verbs: Vec<_> = [Action::Pause, Action::Unpause, Action::Suspend, Action::Resume]
-            .into_iter()
-            .filter_map(|action| v.argv(&instance, action).map(|a| a[3].clone()))
-            .collect();
+        let verbs: Vec<_> = [
+            Action::Pause,
+            Action::Unpause,
+            Action::Suspend,
+            Action::Resume,
+        ]
+        .into_iter()
+        .filter_map(|action| v.argv(&instance, action).map(|a| a[3].clone()))
+        .collect();
         assert_eq!(verbs, ["suspend", "resume", "managedsave", "start"]);
     }
 }

@@ -77,10 +77,7 @@ fn profile_dir() -> PathBuf {
 /// outer `cargo test` still has to link or document.
 pub fn library_dir(package: &str) -> PathBuf {
     let profile = profile_dir();
-    let target = profile
-        .parent()
-        .unwrap_or(&profile)
-        .join("libraries");
+    let target = profile.parent().unwrap_or(&profile).join("libraries");
     cargo_build_in(&["-p", package, "--lib"], &profile, Some(&target));
     let name = profile.file_name().unwrap_or_default();
     target.join(name)
