@@ -22,6 +22,7 @@ use crate::api::ApiServer;
 use crate::config::HostConfig;
 use crate::discovery::{scan, Change, Watcher};
 use crate::journal::{self, JournalWriter};
+use crate::operations::Operations;
 use crate::pattern::ChannelPattern;
 use crate::recovery::{RecoveryHistory, RecoveryLimit};
 use crate::status::AgentView;
@@ -72,6 +73,7 @@ impl HostAgent {
             },
             hypervisor,
             journal,
+            operations: Operations::default(),
         });
         Ok(HostAgent {
             config,
@@ -85,6 +87,11 @@ impl HostAgent {
     /// A handle on the instances' status, valid before, during and after `run`.
     pub fn view(&self) -> AgentView {
         self.view.clone()
+    }
+
+    /// A handle to start and follow lifecycle operations, as the HTTP API does.
+    pub fn operations(&self) -> Operations {
+        self.settings.operations.clone()
     }
 
     /// Runs until `shutdown` resolves, then stops every supervisor and drains the journal.
@@ -102,7 +109,13 @@ impl HostAgent {
                 path: dir.clone(),
                 source,
             })?;
-        let api = ApiServer::start(&config.api_socket, config.api_listen, view.clone()).await?;
+        let api = ApiServer::start(
+            &config.api_socket,
+            config.api_listen,
+            view.clone(),
+            settings.operations.clone(),
+        )
+        .await?;
         let journal_task = tokio::spawn(writer.run());
         tracing::info!(channel_dir = %dir.display(), hypervisor = settings.hypervisor.name(),
             api_socket = %config.api_socket.display(), "Host agent running");
@@ -252,6 +265,7 @@ impl Registry {
         let supervisor = Supervisor::new(settings, uuid.clone(), path, receiver, status, history);
         let handle = self.tasks.spawn(supervisor.run());
         self.task_ids.insert(handle.id(), uuid.clone());
+        self.settings.operations.attach(&uuid, commands.clone());
         self.entries.insert(
             uuid,
             Entry {
@@ -279,6 +293,7 @@ impl Registry {
         if !history.is_empty() {
             self.histories.insert(uuid.clone(), history);
         }
+        self.settings.operations.detach(&uuid);
         let entry = self.entries.remove(&uuid);
         let path = self.dir.join(self.pattern.file_name(&uuid));
         if entry.is_some_and(|e| e.respawn) || path.exists() {

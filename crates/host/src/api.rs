@@ -1,13 +1,19 @@
-//! The local HTTP API: read-only JSON views of the agent's instances.
+//! The local HTTP API: the agent's instances and their lifecycle operations, as JSON.
 //!
 //! Served on a UNIX socket (`api_socket`, always) and optionally on TCP (`api_listen`):
 //!
 //! - `GET /v1/instances`: a JSON array of [`InstanceStatus`], ordered by uuid;
-//! - `GET /v1/instances/{uuid}`: one instance, or 404 with
-//!   `{"error":{"code":"not_found","message":"…"}}`.
+//! - `GET /v1/instances/{uuid}`: one instance;
+//! - `POST /v1/instances/{uuid}/actions` with `{"action": "<event>"}` (`stop`, `reboot`,
+//!   `pause`, `unpause`, `suspend`, `resume`, `resize_begin`, `resize_end`,
+//!   `live_migrate_begin`, `live_migrate_end`, `cold_migrate_begin`, `cold_migrate_end`):
+//!   starts a lifecycle operation and answers 202 `{"id": "…"}`; 404 for an unknown instance,
+//!   409 when one is already running for it, 400 for a bad body;
+//! - `GET /v1/operations/{id}`: an [`OperationRecord`].
 //!
-//! Any other path is a 404 of the same shape. The handlers only read the [`AgentView`]; they
-//! never touch a supervisor. A stale socket file left by an earlier agent is removed at start
+//! Errors are `{"error":{"code":"…","message":"…"}}` with a stable code (`not_found`,
+//! `bad_request`, `conflict`); any other path is a `not_found`. Reads never touch a
+//! supervisor; an operation is handed to the instance's supervisor, which runs it. A stale socket file left by an earlier agent is removed at start
 //! (a live one, that still accepts connections, is refused), and the socket is removed again
 //! on shutdown.
 
@@ -16,18 +22,26 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use serde_json::json;
+use tether_proto::EventType;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::lifecycle::plan;
+use crate::operations::{BeginError, OperationRecord, Operations};
 use crate::status::{AgentView, InstanceStatus};
 use crate::HostError;
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 4096;
 
 /// How long shutdown waits for open API connections to finish.
 const DRAIN: Duration = Duration::from_secs(2);
@@ -39,23 +53,96 @@ pub(crate) struct ApiServer {
     tasks: Vec<JoinHandle<io::Result<()>>>,
 }
 
-/// The API's routes over `view`.
-pub fn router(view: AgentView) -> Router {
+/// What the handlers read and act through.
+#[derive(Debug, Clone)]
+struct ApiState {
+    view: AgentView,
+    operations: Operations,
+}
+
+/// The API's routes over `view` and `operations`.
+pub fn router(view: AgentView, operations: Operations) -> Router {
     Router::new()
         .route("/v1/instances", get(list))
         .route("/v1/instances/{uuid}", get(one))
+        .route("/v1/instances/{uuid}/actions", post(start_action))
+        .route("/v1/operations/{id}", get(operation))
         .fallback(unknown_path)
-        .with_state(view)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .with_state(ApiState { view, operations })
 }
 
-async fn list(State(view): State<AgentView>) -> Json<Vec<InstanceStatus>> {
-    Json(view.instances())
+async fn list(State(state): State<ApiState>) -> Json<Vec<InstanceStatus>> {
+    Json(state.view.instances())
 }
 
-async fn one(State(view): State<AgentView>, UrlPath(uuid): UrlPath<String>) -> Response {
-    match view.instance(&uuid) {
+async fn one(State(state): State<ApiState>, UrlPath(uuid): UrlPath<String>) -> Response {
+    match state.view.instance(&uuid) {
         Some(status) => Json(status).into_response(),
         None => not_found(&format!("No instance with uuid {uuid:?} on this host")),
+    }
+}
+
+/// The body of `POST /v1/instances/{uuid}/actions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionRequest {
+    action: String,
+}
+
+async fn start_action(
+    State(state): State<ApiState>,
+    UrlPath(uuid): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let request: ActionRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                &format!("The body must be {{\"action\": \"<event>\"}}: {e}"),
+            )
+        }
+    };
+    let event = match request.action.parse::<EventType>() {
+        Ok(event) if plan(event).is_some() => event,
+        _ => {
+            let known: Vec<&str> = EventType::ALL
+                .iter()
+                .filter(|e| plan(**e).is_some())
+                .map(|e| e.as_str())
+                .collect();
+            let message = format!(
+                "Unknown action {:?}; one of: {}",
+                request.action,
+                known.join(", ")
+            );
+            return error(StatusCode::BAD_REQUEST, "bad_request", &message);
+        }
+    };
+    match state.operations.begin(&uuid, event) {
+        Ok(id) => (StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response(),
+        Err(BeginError::UnknownInstance) => {
+            not_found(&format!("No instance with uuid {uuid:?} on this host"))
+        }
+        Err(BeginError::Busy(id)) if id.is_empty() => error(
+            StatusCode::CONFLICT,
+            "conflict",
+            "The instance's supervisor cannot take an operation now; try again",
+        ),
+        Err(BeginError::Busy(id)) => error(
+            StatusCode::CONFLICT,
+            "conflict",
+            &format!("Operation {id} is still running on this instance"),
+        ),
+    }
+}
+
+async fn operation(State(state): State<ApiState>, UrlPath(id): UrlPath<String>) -> Response {
+    match state.operations.get(&id) {
+        Some(record) => Json::<OperationRecord>(record).into_response(),
+        None => not_found(&format!("No operation with id {id:?} on this host")),
     }
 }
 
@@ -64,8 +151,12 @@ async fn unknown_path() -> Response {
 }
 
 fn not_found(message: &str) -> Response {
-    let body = json!({"error": {"code": "not_found", "message": message}});
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
+    error(StatusCode::NOT_FOUND, "not_found", message)
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": message}});
+    (status, Json(body)).into_response()
 }
 
 impl ApiServer {
@@ -74,6 +165,7 @@ impl ApiServer {
         socket: &Path,
         listen: Option<std::net::SocketAddr>,
         view: AgentView,
+        operations: Operations,
     ) -> Result<ApiServer, HostError> {
         let unix = bind_unix(socket)?;
         let tcp = match listen {
@@ -85,7 +177,7 @@ impl ApiServer {
             None => None,
         };
         let (stop, stopped) = watch::channel(false);
-        let app = router(view);
+        let app = router(view, operations);
         let mut tasks = Vec::new();
         let signal = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;

@@ -50,11 +50,17 @@ pub enum EventKind {
     Unrecoverable,
     /// The guest sent something the agent refused (rate-limited).
     ProtocolError,
+    /// Loss was held back during a planned disruption; waiting for the guest's `init`.
+    HeartbeatHeld,
+    /// A lifecycle operation started (`operation`, `action`).
+    OperationStarted,
+    /// A lifecycle operation ended (`outcome`: `done`, `rejected`, `failed`; `reason`).
+    OperationFinished,
 }
 
 impl EventKind {
     /// Every event, in declaration order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::ChannelConnected,
         EventKind::ChannelDisconnected,
         EventKind::HeartbeatStarted,
@@ -67,6 +73,9 @@ impl EventKind {
         EventKind::RecoveryFailed,
         EventKind::Unrecoverable,
         EventKind::ProtocolError,
+        EventKind::HeartbeatHeld,
+        EventKind::OperationStarted,
+        EventKind::OperationFinished,
     ];
 
     /// The name written to the journal.
@@ -84,6 +93,9 @@ impl EventKind {
             EventKind::RecoveryFailed => "recovery_failed",
             EventKind::Unrecoverable => "unrecoverable",
             EventKind::ProtocolError => "protocol_error",
+            EventKind::HeartbeatHeld => "heartbeat_held",
+            EventKind::OperationStarted => "operation_started",
+            EventKind::OperationFinished => "operation_finished",
         }
     }
 }
@@ -112,6 +124,12 @@ pub struct Details {
     /// An error with its whole cause chain.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A lifecycle operation's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// How a lifecycle operation ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
     /// Similar events held back by a rate limit since the last one written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
@@ -304,7 +322,7 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
             .collect();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), EventKind::ALL.len());
         assert_eq!(names[0], "\"channel_connected\"");
     }
 }

@@ -32,6 +32,9 @@ pub enum GuestState {
     Unrecoverable,
     /// The guest daemon exited (not a failure); waiting for it to re-init.
     Exited,
+    /// Silent during a planned disruption it was told about (reboot, pause, migration);
+    /// waiting for it to re-init, with no corrective action.
+    Held,
 }
 
 impl GuestState {
@@ -47,6 +50,7 @@ impl GuestState {
             GuestState::Recovering => "recovering",
             GuestState::Unrecoverable => "unrecoverable",
             GuestState::Exited => "exited",
+            GuestState::Held => "held",
         }
     }
 }

@@ -7,12 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{test_config, Harness};
+use common::{http, test_config, Harness};
 use serde_json::Value;
 use tether_host::journal::EventKind;
 use tether_host::{HostAgent, HostConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -72,16 +71,8 @@ async fn a_refused_connection_is_retried_with_back_off() {
     assert_eq!(guest.log().connections, 1);
 }
 
-/// Sends one HTTP/1.1 request over the API socket; returns the status code and JSON body.
 async fn get(socket: &std::path::Path, path: &str) -> (u16, Value) {
-    let mut stream = UnixStream::connect(socket).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    http(socket, "GET", path, "").await
 }
 
 #[tokio::test]

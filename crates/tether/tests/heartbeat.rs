@@ -4,142 +4,15 @@
 //! Timing is never asserted here (the paused-clock tests in `tether-host` and `tether-guest`
 //! pin exact instants); these tests check what happens and in which order.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+mod common;
 
-use serde_json::Value;
-use tether_guest::GuestConfig;
-use tether_host::{build_hypervisor, AgentView, GuestState, HostAgent, HostConfig, HypervisorKind};
+use std::path::PathBuf;
+
+use common::{Rig, LONG};
+use tether_host::GuestState;
 use tether_proto::CorrectiveAction;
-use tether_sim::{Fault, Sim, SimConfig, SimVm};
-use tether_testkit::{temp_dir, wait_for, TempDir};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-const INTERVAL_MS: u32 = 400;
-const LONG: Duration = Duration::from_secs(30);
-
-/// Simulated VMs plus a running host agent, all under one temp dir.
-struct Rig {
-    _dir: TempDir,
-    sim: Sim,
-    config: HostConfig,
-    agent: Option<RunningAgent>,
-}
-
-struct RunningAgent {
-    view: AgentView,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Rig {
-    async fn start(guests: usize, action: CorrectiveAction, miss_threshold: u32) -> Rig {
-        let dir = temp_dir();
-        let channel_dir = dir.path().join("channels");
-        let guest = GuestConfig {
-            heartbeat_interval_ms: INTERVAL_MS,
-            corrective_action: action,
-            ..GuestConfig::default()
-        };
-        let sim_config = SimConfig {
-            guest,
-            boot_delay: Duration::from_millis(100),
-            ..SimConfig::new(&channel_dir, dir.path().join("vms"))
-        };
-        let sim = Sim::start(sim_config, guests)
-            .await
-            .expect("simulated VMs start");
-        let config = HostConfig {
-            channel_dir: channel_dir.clone(),
-            hypervisor: HypervisorKind::Qmp,
-            qmp_template: Some(format!("{}/{{uuid}}.qmp", channel_dir.display())),
-            miss_threshold,
-            journal: dir.path().join("journal.jsonl"),
-            api_socket: dir.path().join("host.sock"),
-            ..HostConfig::default()
-        };
-        let mut rig = Rig {
-            _dir: dir,
-            sim,
-            config,
-            agent: None,
-        };
-        rig.start_agent();
-        rig
-    }
-
-    fn start_agent(&mut self) {
-        let hypervisor = build_hypervisor(&self.config).expect("hypervisor backend");
-        let agent = HostAgent::new(self.config.clone(), hypervisor).expect("agent starts");
-        let view = agent.view();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            agent
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("agent runs cleanly");
-        });
-        self.agent = Some(RunningAgent { view, stop, task });
-    }
-
-    async fn stop_agent(&mut self) {
-        let agent = self.agent.take().expect("an agent runs");
-        let _ = agent.stop.send(());
-        agent.task.await.expect("agent task ends");
-    }
-
-    fn view(&self) -> &AgentView {
-        &self.agent.as_ref().expect("an agent runs").view
-    }
-
-    fn vm(&self, index: usize) -> &SimVm {
-        &self.sim.vms()[index]
-    }
-
-    fn state(&self, vm: &SimVm) -> Option<GuestState> {
-        self.view().instance(vm.uuid()).map(|s| s.state)
-    }
-
-    async fn wait_all_heartbeating(&self) {
-        wait_for("every guest heartbeats", LONG, || {
-            self.sim
-                .vms()
-                .iter()
-                .all(|vm| self.state(vm) == Some(GuestState::Heartbeating))
-        })
-        .await;
-    }
-
-    fn journal(&self) -> Vec<Value> {
-        read_journal(&self.config.journal)
-    }
-
-    /// The journal event names for one instance, in order.
-    fn events_of(&self, vm: &SimVm) -> Vec<String> {
-        self.journal()
-            .iter()
-            .filter(|e| e["instance"] == vm.uuid())
-            .filter_map(|e| e["event"].as_str().map(str::to_owned))
-            .collect()
-    }
-
-    fn count(&self, event: &str) -> usize {
-        self.journal()
-            .iter()
-            .filter(|e| e["event"] == event)
-            .count()
-    }
-}
-
-fn read_journal(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("journal line {l:?}: {e}")))
-        .collect()
-}
+use tether_sim::Fault;
+use tether_testkit::{temp_dir, wait_for};
 
 fn after<'a>(events: &'a [String], marker: &str) -> &'a [String] {
     let at = events

@@ -38,6 +38,58 @@ pub enum Stopped {
     Lost,
     /// The guest said it was exiting.
     Exited,
+    /// A planned disruption it was told about silenced the guest; see [`Hold`].
+    Held,
+}
+
+/// How long a planned disruption holds heartbeat loss back (see [`HeartbeatFsm::hold`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Until the guest registers again or this instant passes, whichever comes first; a
+    /// guest still silent then is lost.
+    Until(Instant),
+    /// Until the guest registers again, however long that takes (a paused VM).
+    UntilReinit,
+}
+
+/// The notice times from the guest's `init`, in seconds (already plus one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notices {
+    /// Time for a vote.
+    pub vote_secs: u32,
+    /// Notice before stop and reboot.
+    pub shutdown_secs: u32,
+    /// Notice before pause, suspend and the start of a resize or migration.
+    pub suspend_secs: u32,
+    /// Notice after unpause, resume and the end of a resize or migration.
+    pub resume_secs: u32,
+    /// How long the guest may take to come back after a reboot.
+    pub restart_secs: u32,
+}
+
+impl Default for Notices {
+    /// The reference guest's defaults (10 s each, restart 120 s), plus one as it sends them.
+    fn default() -> Notices {
+        Notices {
+            vote_secs: 11,
+            shutdown_secs: 11,
+            suspend_secs: 11,
+            resume_secs: 11,
+            restart_secs: 121,
+        }
+    }
+}
+
+impl Notices {
+    fn of(init: &Init) -> Notices {
+        Notices {
+            vote_secs: init.vote_secs,
+            shutdown_secs: init.shutdown_notice_secs,
+            suspend_secs: init.suspend_notice_secs,
+            resume_secs: init.resume_notice_secs,
+            restart_secs: init.restart_secs,
+        }
+    }
 }
 
 /// What the guest told us in its accepted `init`.
@@ -51,6 +103,8 @@ pub struct GuestInfo {
     pub interval: Duration,
     /// What to do when the heartbeat is lost.
     pub corrective_action: CorrectiveAction,
+    /// Vote and notice times.
+    pub notices: Notices,
 }
 
 /// One thing that happened to the state machine.
@@ -117,6 +171,14 @@ pub enum Output {
         /// The latest challenge.
         expected: u32,
     },
+    /// The guest answered an `action_notify` (its invocation id matched).
+    ActionAnswered(ActionResponse),
+    /// Enough intervals went unanswered for a loss, but a [`Hold`] was in force: the
+    /// heartbeat waits quietly for the guest's next `init`.
+    Held {
+        /// Misses in a row.
+        misses: u32,
+    },
     /// An `init` arrived while heartbeating (the guest restarted, e.g. after a reboot the
     /// agent ordered): the guest is registered afresh at once.
     InitWhileHeartbeating,
@@ -149,6 +211,7 @@ pub struct HeartbeatFsm {
     last_rtt_us: Option<u64>,
     health: Option<Health>,
     reason: String,
+    hold: Option<Hold>,
 }
 
 /// The action a guest's corrective action maps to; `none` and `unknown` ask for nothing.
@@ -189,6 +252,7 @@ impl HeartbeatFsm {
             last_rtt_us: None,
             health: None,
             reason: String::new(),
+            hold: None,
         }
     }
 
@@ -212,7 +276,7 @@ impl HeartbeatFsm {
         match message {
             Message::Init(init) => self.on_init(init, now, out),
             Message::ChallengeResponse(r) => self.on_response(r, now, out),
-            Message::ActionResponse(r) => self.on_action_response(&r, out),
+            Message::ActionResponse(r) => self.on_action_response(r, out),
             Message::Exit(exit) => {
                 if self.phase != Phase::WaitingInit {
                     self.go_waiting_init();
@@ -236,13 +300,16 @@ impl HeartbeatFsm {
             out.push(Output::InitWhileHeartbeating);
         }
         let interval_ms = init.heartbeat_interval_ms.max(self.min_interval_ms);
+        let notices = Notices::of(&init);
         self.guest = Some(GuestInfo {
             invocation_id: init.invocation_id,
             name: init.name,
             interval: Duration::from_millis(u64::from(interval_ms)),
             corrective_action: init.corrective_action,
+            notices,
         });
         self.stopped = None;
+        self.hold = None;
         self.consecutive_misses = 0;
         out.push(Output::Send(Message::InitAck {
             invocation_id: init.invocation_id,
@@ -289,9 +356,11 @@ impl HeartbeatFsm {
         }
     }
 
-    fn on_action_response(&mut self, r: &ActionResponse, out: &mut Vec<Output>) {
+    fn on_action_response(&mut self, r: ActionResponse, out: &mut Vec<Output>) {
         let expected = self.invocation_id();
-        if r.invocation_id != expected {
+        if r.invocation_id == expected {
+            out.push(Output::ActionAnswered(r));
+        } else {
             out.push(Output::Refused {
                 nack: format!(
                     "Invocation id mismatch. Received: {} expect: {expected}",
@@ -302,13 +371,27 @@ impl HeartbeatFsm {
     }
 
     fn on_timer(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let hold_expired = matches!(self.hold, Some(Hold::Until(until)) if until <= now);
+        if hold_expired {
+            self.hold = None;
+        }
         match self.phase {
-            Phase::WaitingInit => self.deadline = None,
+            Phase::WaitingInit => {
+                self.deadline = None;
+                if hold_expired && self.stopped == Some(Stopped::Held) {
+                    self.declare_lost(out);
+                }
+            }
             Phase::WaitingChallenge => self.send_challenge(now, out),
             Phase::WaitingResponse => {
                 self.consecutive_misses = self.consecutive_misses.saturating_add(1);
                 self.misses_total += 1;
-                if self.consecutive_misses > self.miss_threshold {
+                if self.consecutive_misses > self.miss_threshold && self.hold.is_some() {
+                    let misses = self.consecutive_misses;
+                    self.go_quiet();
+                    self.consecutive_misses = misses;
+                    out.push(Output::Held { misses });
+                } else if self.consecutive_misses > self.miss_threshold {
                     self.declare_lost(out);
                 } else {
                     out.push(Output::Missed {
@@ -321,7 +404,7 @@ impl HeartbeatFsm {
     }
 
     fn declare_lost(&mut self, out: &mut Vec<Output>) {
-        let misses = self.consecutive_misses;
+        let misses = self.consecutive_misses.max(1);
         let action = self
             .guest
             .as_ref()
@@ -359,14 +442,51 @@ impl HeartbeatFsm {
         self.consecutive_misses = 0;
     }
 
+    /// Holds heartbeat loss back for a planned disruption the guest was told about (a
+    /// reboot, a pause, a migration): misses are still counted, but instead of a loss the
+    /// heartbeat goes quiet and waits for the guest's next `init`, which ends the hold. A
+    /// later hold replaces an earlier one.
+    pub fn hold(&mut self, hold: Hold) {
+        self.hold = Some(hold);
+    }
+
+    /// Ends a hold early (the disruption did not happen). A guest already quiet stays so
+    /// until its next `init`, as after an `exit`.
+    pub fn release(&mut self) {
+        self.hold = None;
+    }
+
+    /// The hold in force, if any.
+    #[cfg(test)]
+    pub fn held(&self) -> Option<Hold> {
+        self.hold
+    }
+
+    /// Stops challenging at once, as a hold does after too many misses: for a VM that was
+    /// just paused. Holds until the guest's next `init`.
+    pub fn quiesce(&mut self) {
+        self.go_quiet();
+        self.hold = Some(Hold::UntilReinit);
+    }
+
+    fn go_quiet(&mut self) {
+        self.go_waiting_init();
+        self.stopped = Some(Stopped::Held);
+    }
+
     /// The current phase.
     pub fn phase(&self) -> Phase {
         self.phase
     }
 
-    /// When the caller must step with [`Input::Timer`]; `None` while waiting for `init`.
+    /// When the caller must step with [`Input::Timer`]: the next challenge or miss, or, while
+    /// waiting for `init` under a timed hold, the end of the hold. `None` otherwise.
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        match (self.phase, self.hold) {
+            (Phase::WaitingInit, Some(Hold::Until(until))) => Some(until),
+            (Phase::WaitingInit, _) => None,
+            _ => self.deadline,
+        }
     }
 
     /// The guest's accepted `init`, if any.

@@ -384,7 +384,13 @@ fn an_action_response_must_carry_the_init_id() {
     let mut rig = Rig::heartbeating(1);
     let nack = "Invocation id mismatch. Received: 5 expect: 11".to_owned();
     assert_eq!(rig.feed(response(5)), vec![Output::Refused { nack }]);
-    assert_eq!(rig.feed(response(11)), vec![]);
+    let Message::ActionResponse(matching) = response(11) else {
+        unreachable!()
+    };
+    assert_eq!(
+        rig.feed(response(11)),
+        vec![Output::ActionAnswered(matching)]
+    );
 }
 
 #[test]
@@ -420,4 +426,80 @@ fn challenges_differ_and_stay_in_range() {
         rig.healthy();
     }
     assert!(seen.len() > 95);
+}
+
+fn is_recover(o: &Output) -> bool {
+    matches!(o, Output::Recover { .. } | Output::Lost { .. })
+}
+
+#[test]
+fn a_held_guest_that_goes_silent_waits_quietly_for_its_init() {
+    let mut rig = Rig::heartbeating(1);
+    rig.fsm.hold(Hold::Until(rig.now + 120 * SECOND));
+    rig.fire();
+    assert!(matches!(
+        rig.fire().as_slice(),
+        [Output::Send(_)] | [Output::Missed { .. }, ..]
+    ));
+    let out = rig.fire();
+    assert_eq!(out, vec![Output::Held { misses: 2 }]);
+    assert_eq!(rig.fsm.phase(), Phase::WaitingInit);
+    assert_eq!(rig.fsm.stopped(), Some(Stopped::Held));
+    // The guest comes back after its reboot: the hold ends with its init.
+    rig.feed(init(12, 1000, CorrectiveAction::Reboot));
+    assert_eq!(rig.fsm.held(), None);
+    assert!(rig
+        .healthy()
+        .iter()
+        .any(|o| matches!(o, Output::Started { .. })));
+}
+
+#[test]
+fn a_guest_still_silent_when_the_hold_expires_is_lost() {
+    let mut rig = Rig::heartbeating(1);
+    let until = rig.now + 30 * SECOND;
+    rig.fsm.hold(Hold::Until(until));
+    let mut outputs = Vec::new();
+    while rig.fsm.deadline().is_some() {
+        outputs.extend(rig.fire());
+    }
+    assert_eq!(rig.now, until);
+    assert!(outputs.iter().any(|o| matches!(o, Output::Held { .. })));
+    assert!(matches!(
+        outputs.last(),
+        Some(Output::Recover {
+            cause: Cause::Lost,
+            ..
+        })
+    ));
+    assert_eq!(rig.fsm.stopped(), Some(Stopped::Lost));
+}
+
+#[test]
+fn a_quiesced_guest_is_never_lost_however_long_it_stays_paused() {
+    let mut rig = Rig::heartbeating(1);
+    rig.fsm.quiesce();
+    assert_eq!(rig.fsm.deadline(), None);
+    assert_eq!(rig.fsm.stopped(), Some(Stopped::Held));
+    rig.now += 3600 * SECOND;
+    let mut out = Vec::new();
+    rig.fsm.step(Input::Timer, rig.now, &mut out);
+    assert!(!out.iter().any(is_recover));
+}
+
+#[test]
+fn a_released_hold_lets_loss_be_declared_again() {
+    let mut rig = Rig::heartbeating(1);
+    rig.fsm.hold(Hold::UntilReinit);
+    rig.fsm.release();
+    rig.fire();
+    rig.fire();
+    assert!(rig.fire().iter().any(is_recover));
+}
+
+#[test]
+fn the_notice_times_of_the_init_are_kept() {
+    let rig = Rig::heartbeating(1);
+    let notices = rig.fsm.guest().unwrap().notices;
+    assert_eq!((notices.vote_secs, notices.restart_secs), (9, 121));
 }

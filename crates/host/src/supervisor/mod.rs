@@ -10,6 +10,7 @@
 //! or any other guest. The registry talks to the task through [`Command`]s.
 
 mod link;
+mod operation;
 mod report;
 mod session;
 
@@ -18,13 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_hypervisor::Hypervisor;
+use tether_proto::EventType;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::fsm::{HeartbeatFsm, Output};
 use crate::journal::Journal;
+use crate::lifecycle::RunInput;
 use crate::limits::TokenBucket;
+use crate::operations::Operations;
 use crate::recovery::{Recovery, RecoveryHistory, RecoveryLimit};
 use crate::status::StatusCell;
 
@@ -46,15 +50,23 @@ pub(crate) struct Settings {
     pub recovery_limit: RecoveryLimit,
     pub hypervisor: Arc<dyn Hypervisor>,
     pub journal: Journal,
+    pub operations: Operations,
 }
 
-/// What the registry tells a supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the registry or the API tells a supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command {
     /// The socket file was (re)created: drop any connection and connect again now.
     Reconnect,
     /// The socket file is gone or the agent stops: finish and return.
     Stop,
+    /// Run lifecycle operation `id` (already filed with [`Operations::begin`]).
+    Operate {
+        /// The operation id.
+        id: String,
+        /// What to do.
+        event: EventType,
+    },
 }
 
 /// What a finished supervisor hands back to the registry.
@@ -111,6 +123,7 @@ pub(crate) struct Supervisor {
     connected: bool,
     connects: u32,
     protocol_errors: u64,
+    operation: Option<operation::Current>,
 }
 
 impl Supervisor {
@@ -135,6 +148,7 @@ impl Supervisor {
             connected: false,
             connects: 0,
             protocol_errors: 0,
+            operation: None,
             settings,
             uuid,
             path,
@@ -158,6 +172,7 @@ impl Supervisor {
             }
         }
         self.finish_recovery().await;
+        self.finish_operation().await;
         Ended {
             uuid: self.uuid,
             history: self.recovery.into_history(),
@@ -171,7 +186,7 @@ impl Supervisor {
                 match self.pause(wait).await {
                     Some(Command::Stop) => return Connect::Stop,
                     Some(Command::Reconnect) => self.backoff.reset(),
-                    None => {}
+                    Some(Command::Operate { .. }) | None => {}
                 }
             }
             match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.path)).await {
@@ -184,17 +199,44 @@ impl Supervisor {
         }
     }
 
-    /// Sleeps `wait` while finishing recoveries; returns early with a registry command.
+    /// Sleeps `wait` while finishing recoveries and running operations; returns early with
+    /// a registry command.
     async fn pause(&mut self, wait: Duration) -> Option<Command> {
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
+        let mut op_timer = session::Timer::new();
         loop {
+            op_timer.set(self.operation_deadline());
             tokio::select! {
-                command = self.commands.recv() => return Some(command.unwrap_or(Command::Stop)),
+                command = self.commands.recv() => match command {
+                    Some(Command::Operate { id, event }) => {
+                        self.begin_operation(id, event, None, Instant::now());
+                    }
+                    other => return Some(other.unwrap_or(Command::Stop)),
+                },
                 done = self.recovery.finished() => self.on_recovery_done(done),
+                result = operation::acted(&mut self.operation), if self.operation_acting() => {
+                    self.operation_input(RunInput::Acted(result), None, Instant::now());
+                }
+                () = op_timer.sleep.as_mut(), if op_timer.armed.is_some() => {
+                    self.operation_input(RunInput::Timer, None, Instant::now());
+                }
                 () = &mut sleep => return None,
             }
             self.refresh_status();
+        }
+    }
+
+    /// Gives an operation's action in flight a little time to finish before the supervisor
+    /// returns (a stopped VM closes its channel before QEMU's answer may be read).
+    async fn finish_operation(&mut self) {
+        if !self.operation_acting() {
+            return;
+        }
+        if let Ok(result) =
+            tokio::time::timeout(RECOVERY_GRACE, operation::acted(&mut self.operation)).await
+        {
+            self.operation_input(RunInput::Acted(result), None, Instant::now());
         }
     }
 

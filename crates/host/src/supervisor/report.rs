@@ -128,10 +128,22 @@ impl Supervisor {
                         "Answer does not match the latest challenge; ignored");
                 }
             }
+            Output::Held { misses } => {
+                tracing::info!(instance = %uuid, misses,
+                    "Guest silent during a planned disruption; waiting for it to register again");
+                let details = Details {
+                    misses: Some(misses),
+                    ..Details::default()
+                };
+                self.journal(EventKind::HeartbeatHeld, details);
+            }
             Output::InitWhileHeartbeating => {
                 tracing::info!(instance = %uuid, "Guest registered again while heartbeating; starting over");
             }
-            Output::Send(_) | Output::Refused { .. } | Output::Recover { .. } => {}
+            Output::Send(_)
+            | Output::Refused { .. }
+            | Output::Recover { .. }
+            | Output::ActionAnswered(_) => {}
         }
     }
 
@@ -223,6 +235,7 @@ impl Supervisor {
         match (self.fsm.phase(), self.fsm.stopped()) {
             (Phase::WaitingInit, Some(Stopped::Lost)) => GuestState::Lost,
             (Phase::WaitingInit, Some(Stopped::Exited)) => GuestState::Exited,
+            (Phase::WaitingInit, Some(Stopped::Held)) => GuestState::Held,
             (Phase::WaitingInit, None) => GuestState::WaitingInit,
             _ if self.fsm.consecutive_misses() > 0 => GuestState::Missed,
             _ if self.fsm.health() == Some(tether_proto::Health::Unhealthy) => {

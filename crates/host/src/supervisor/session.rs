@@ -12,9 +12,10 @@ use tokio::net::UnixStream;
 use tokio::time::{Instant, Sleep};
 
 use super::link::{Link, ReadOutcome};
-use super::{Command, Supervisor};
+use super::{operation, Command, Supervisor};
 use crate::fsm::{Input, Output};
 use crate::journal::{Details, EventKind};
+use crate::lifecycle::RunInput;
 
 /// Far enough in the future to stand for "not armed".
 const FAR: Duration = Duration::from_secs(86_400 * 365);
@@ -34,20 +35,20 @@ pub(super) enum End {
 type Close = (End, &'static str);
 
 /// A timer that is re-armed only when its deadline changes.
-struct Timer {
-    sleep: std::pin::Pin<Box<Sleep>>,
-    armed: Option<Instant>,
+pub(super) struct Timer {
+    pub(super) sleep: std::pin::Pin<Box<Sleep>>,
+    pub(super) armed: Option<Instant>,
 }
 
 impl Timer {
-    fn new() -> Timer {
+    pub(super) fn new() -> Timer {
         Timer {
             sleep: Box::pin(tokio::time::sleep(FAR)),
             armed: None,
         }
     }
 
-    fn set(&mut self, deadline: Option<Instant>) {
+    pub(super) fn set(&mut self, deadline: Option<Instant>) {
         if deadline != self.armed {
             self.armed = deadline;
             if let Some(at) = deadline {
@@ -69,18 +70,32 @@ impl Supervisor {
         );
         self.on_connected();
         let (mut beat, mut start, mut throttle) = (Timer::new(), Timer::new(), Timer::new());
+        let mut op_timer = Timer::new();
         let (end, reason) = loop {
             beat.set(self.fsm.deadline());
             start.set(self.start_deadline(start.armed));
+            op_timer.set(self.operation_deadline());
             self.refresh_status();
             let closed = tokio::select! {
-                command = self.commands.recv() => Some(match command {
-                    Some(Command::Reconnect) => (End::ReconnectNow, "channel socket re-created"),
-                    Some(Command::Stop) | None => (End::Stop, "supervision stopped"),
-                }),
+                command = self.commands.recv() => match command {
+                    Some(Command::Operate { id, event }) => {
+                        self.begin_operation(id, event, Some(&mut link), Instant::now());
+                        self.flush(&mut link)
+                    }
+                    Some(Command::Reconnect) => Some((End::ReconnectNow, "channel socket re-created")),
+                    Some(Command::Stop) | None => Some((End::Stop, "supervision stopped")),
+                },
                 done = self.recovery.finished() => {
                     self.on_recovery_done(done);
                     None
+                }
+                result = operation::acted(&mut self.operation), if self.operation_acting() => {
+                    self.operation_input(RunInput::Acted(result), Some(&mut link), Instant::now());
+                    self.flush(&mut link)
+                }
+                () = op_timer.sleep.as_mut(), if op_timer.armed.is_some() => {
+                    self.operation_input(RunInput::Timer, Some(&mut link), Instant::now());
+                    self.flush(&mut link)
                 }
                 () = beat.sleep.as_mut(), if beat.armed.is_some() => {
                     self.step(&mut link, Input::Timer, Instant::now())
@@ -168,6 +183,13 @@ impl Supervisor {
                     }
                 }
                 Output::Recover { action, cause } => self.recover(action, cause, now),
+                Output::ActionAnswered(answer) => {
+                    self.operation_input(RunInput::Answer(answer), Some(link), now);
+                }
+                started @ Output::Started { .. } => {
+                    self.report(started, now);
+                    self.operation_input(RunInput::GuestBack, Some(link), now);
+                }
                 other => self.report(other, now),
             }
         }

@@ -1,0 +1,84 @@
+//! The lifecycle operation API over the agent's UNIX socket: the pinned answers of
+//! `POST /v1/instances/{uuid}/actions` and `GET /v1/operations/{id}`. The guest double never
+//! answers a vote, so an operation stays `voting` long enough to be seen running. The whole
+//! vote → notify → act sequence against the real guest is in the `tether` crate's tests.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{http, Harness};
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn an_operation_is_accepted_shown_and_exclusive_per_instance() {
+    let h = Harness::start(|_| {});
+    let guest = h.guest(1, 1000);
+    h.wait_state(&guest.uuid, "heartbeating", 5 * SEC).await;
+    let socket = &h.config.api_socket;
+    let actions = format!("/v1/instances/{}/actions", guest.uuid);
+
+    let (code, started) = http(socket, "POST", &actions, r#"{"action": "reboot"}"#).await;
+    assert_eq!(code, 202, "{started}");
+    let id = started["id"].as_str().expect("an id").to_owned();
+
+    let (code, op) = http(socket, "GET", &format!("/v1/operations/{id}"), "").await;
+    assert_eq!(code, 200);
+    assert_eq!(op["id"], id.as_str());
+    assert_eq!(op["instance"], guest.uuid.as_str());
+    assert_eq!(op["action"], "reboot");
+    assert_eq!(op["state"], "voting");
+    assert!(op["reason"].is_null());
+    assert!(op["steps"].as_array().is_some());
+
+    let (code, busy) = http(socket, "POST", &actions, r#"{"action": "stop"}"#).await;
+    assert_eq!(code, 409, "{busy}");
+    assert_eq!(busy["error"]["code"], "conflict");
+    assert!(busy["error"]["message"].as_str().unwrap().contains(&id));
+    assert!(h.hypervisor.calls().is_empty(), "nothing acts while voting");
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_a_stable_code() {
+    let h = Harness::start(|_| {});
+    let guest = h.guest(2, 1000);
+    h.wait_state(&guest.uuid, "heartbeating", 5 * SEC).await;
+    let socket = &h.config.api_socket;
+    let actions = format!("/v1/instances/{}/actions", guest.uuid);
+
+    for body in [
+        "",
+        "not json",
+        r#"{"action": 3}"#,
+        r#"{"verb": "stop"}"#,
+        r#"{"action": "stop", "extra": 1}"#,
+        r#"{"action": "explode"}"#,
+        r#"{"action": "unknown"}"#,
+    ] {
+        let (code, answer) = http(socket, "POST", &actions, body).await;
+        assert_eq!(code, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "bad_request", "{body}");
+    }
+    let (_, answer) = http(socket, "POST", &actions, r#"{"action": "explode"}"#).await;
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("live_migrate_begin"), "{message}");
+
+    let (code, answer) = http(
+        socket,
+        "POST",
+        "/v1/instances/nope/actions",
+        r#"{"action": "stop"}"#,
+    )
+    .await;
+    assert_eq!(code, 404);
+    assert_eq!(answer["error"]["code"], "not_found");
+    let (code, answer) = http(socket, "GET", "/v1/operations/0123456789abcdef", "").await;
+    assert_eq!(code, 404);
+    assert_eq!(answer["error"]["code"], "not_found");
+
+    let huge = format!(r#"{{"action": "{}"}}"#, "x".repeat(10_000));
+    let (code, _) = http(socket, "POST", &actions, &huge).await;
+    assert_eq!(code, 413);
+    assert!(h.hypervisor.calls().is_empty());
+}
