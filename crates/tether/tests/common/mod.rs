@@ -41,22 +41,24 @@ impl Rig {
             corrective_action: action,
             ..GuestConfig::default()
         };
-        Rig::with_guest(guests, guest, miss_threshold, |_| {}).await
+        let boot_delay = Duration::from_millis(100);
+        Rig::with_guest(guests, miss_threshold, boot_delay, |_| guest).await
     }
 
-    /// VMs whose guests run `guest`; `prepare` sees the temp dir before they boot.
+    /// VMs that take `boot_delay` to boot, whose guests run the configuration `guest` makes
+    /// (it may put files in the rig's temp dir, which it is given).
     pub async fn with_guest(
         guests: usize,
-        guest: GuestConfig,
         miss_threshold: u32,
-        prepare: impl FnOnce(&Path),
+        boot_delay: Duration,
+        guest: impl FnOnce(&Path) -> GuestConfig,
     ) -> Rig {
         let dir = temp_dir();
-        prepare(dir.path());
+        let guest = guest(dir.path());
         let channel_dir = dir.path().join("channels");
         let sim_config = SimConfig {
             guest,
-            boot_delay: Duration::from_millis(100),
+            boot_delay,
             ..SimConfig::new(&channel_dir, dir.path().join("vms"))
         };
         let sim = Sim::start(sim_config, guests)
