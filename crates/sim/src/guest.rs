@@ -22,7 +22,7 @@ use std::time::Duration;
 use tether_guest::{Daemon, GuestConfig, Options};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::vm::VmShared;
+use crate::vm::{VmPaths, VmShared};
 use crate::SimError;
 
 type Job = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()>>> + Send>;
@@ -90,7 +90,7 @@ async fn run(vm: Arc<VmShared>, delay: Duration) {
     let options = Options {
         device: vm.paths.port.clone(),
         name: vm.name.clone(),
-        config: config_for(&vm.guest_config, &vm.paths.health_script),
+        config: config_for(&vm.guest_config, &vm.paths),
         api_socket: None,
     };
     tracing::debug!(vm = %vm.name, "guest booted");
@@ -100,13 +100,18 @@ async fn run(vm: Arc<VmShared>, delay: Duration) {
     }
 }
 
-/// The VM's guest configuration: the simulation's, with the VM's health check added. The
+/// The VM's guest configuration: the simulation's, with the VM's health check added (and
+/// its event script, if it has one and the simulation's configuration names none). The
 /// check runs every second unless the simulation's configuration asks for a longer interval
 /// (thousands of VMs cannot each fork a shell every second).
-fn config_for(base: &GuestConfig, health_script: &Path) -> GuestConfig {
+fn config_for(base: &GuestConfig, paths: &VmPaths) -> GuestConfig {
     GuestConfig {
-        health_check_script: Some(health_script.to_path_buf()),
+        health_check_script: Some(paths.health_script.clone()),
         health_check_interval_secs: base.health_check_interval_secs.max(1),
+        event_notification_script: base
+            .event_notification_script
+            .clone()
+            .or_else(|| paths.event_script.clone()),
         ..base.clone()
     }
 }
@@ -119,6 +124,25 @@ pub(crate) fn write_health_script(script: &Path, flag: &Path) -> Result<(), SimE
         "#!/bin/sh\n# Health check of a simulated VM: unhealthy while the flag file exists.\n\
          if [ -f {flag} ]; then cat {flag}; exit 1; fi\nexit 0\n"
     );
+    write_script(script, &body)
+}
+
+/// Writes the event notification script: records `<type> <event>` in `log`, vetoes a vote
+/// (exit 1, printing the flag file as the reason) while `veto` exists, accepts otherwise.
+pub(crate) fn write_event_script(script: &Path, veto: &Path, log: &Path) -> Result<(), SimError> {
+    let (veto, log) = (
+        shell_quote(&veto.to_string_lossy()),
+        shell_quote(&log.to_string_lossy()),
+    );
+    let body = format!(
+        "#!/bin/sh\n# Event script of a simulated VM: vetoes votes while the veto file exists.\n\
+         echo \"$1 $2\" >> {log}\n\
+         if [ \"$1\" = revocable ] && [ -f {veto} ]; then cat {veto}; exit 1; fi\nexit 0\n"
+    );
+    write_script(script, &body)
+}
+
+fn write_script(script: &Path, body: &str) -> Result<(), SimError> {
     let write = || -> io::Result<()> {
         std::fs::write(script, body)?;
         std::fs::set_permissions(script, std::fs::Permissions::from_mode(0o755))
@@ -139,17 +163,74 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    fn paths(event_script: Option<&str>) -> VmPaths {
+        VmPaths {
+            channel: "/p/channel".into(),
+            qmp: "/p/qmp".into(),
+            port: "/p/port".into(),
+            health_script: "/p/health".into(),
+            unhealthy_flag: "/p/unhealthy".into(),
+            event_script: event_script.map(Into::into),
+            veto_flag: "/p/veto".into(),
+            event_log: "/p/events".into(),
+        }
+    }
+
     #[test]
     fn the_health_check_runs_every_second_or_as_configured() {
-        let script = Path::new("/p/health");
-        let fast = config_for(&GuestConfig::default(), script);
+        let fast = config_for(&GuestConfig::default(), &paths(None));
         assert_eq!(fast.health_check_interval_secs, 1);
-        assert_eq!(fast.health_check_script.as_deref(), Some(script));
+        assert_eq!(
+            fast.health_check_script.as_deref(),
+            Some(Path::new("/p/health"))
+        );
+        assert_eq!(fast.event_notification_script, None);
         let base = GuestConfig {
             health_check_interval_secs: 60,
             ..GuestConfig::default()
         };
-        assert_eq!(config_for(&base, script).health_check_interval_secs, 60);
+        assert_eq!(
+            config_for(&base, &paths(None)).health_check_interval_secs,
+            60
+        );
+    }
+
+    #[test]
+    fn the_vms_event_script_is_used_unless_the_configuration_names_one() {
+        let own = config_for(&GuestConfig::default(), &paths(Some("/p/event")));
+        assert_eq!(
+            own.event_notification_script.as_deref(),
+            Some(Path::new("/p/event"))
+        );
+        let base = GuestConfig {
+            event_notification_script: Some("/etc/script".into()),
+            ..GuestConfig::default()
+        };
+        let named = config_for(&base, &paths(Some("/p/event")));
+        assert_eq!(
+            named.event_notification_script.as_deref(),
+            Some(Path::new("/etc/script"))
+        );
+    }
+
+    #[test]
+    fn the_event_script_records_every_call_and_vetoes_votes_on_the_flag() {
+        let dir = tether_testkit::temp_dir();
+        let (script, veto, log) = (
+            dir.path().join("event"),
+            dir.path().join("veto"),
+            dir.path().join("events"),
+        );
+        write_event_script(&script, &veto, &log).unwrap();
+        let run = |kind: &str| Command::new(&script).args([kind, "stop"]).output().unwrap();
+        assert_eq!(run("revocable").status.code(), Some(0));
+        std::fs::write(&veto, "frozen").unwrap();
+        let vetoed = run("revocable");
+        assert_eq!(vetoed.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&vetoed.stdout), "frozen");
+        assert_eq!(run("irrevocable").status.code(), Some(0));
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(calls, "revocable stop\nrevocable stop\nirrevocable stop\n");
     }
 
     #[test]

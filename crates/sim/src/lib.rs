@@ -50,6 +50,11 @@ pub struct SimConfig {
     pub guest: GuestConfig,
     /// Time from a start or reset until the fresh guest daemon runs.
     pub boot_delay: Duration,
+    /// Give each guest an event notification script of its own (unless `guest` names one):
+    /// it accepts every vote and notification, except that it vetoes votes while
+    /// [`SimVm::set_veto`] is in force, and it records every call
+    /// ([`SimVm::notifications`]).
+    pub event_script: bool,
 }
 
 impl SimConfig {
@@ -60,6 +65,7 @@ impl SimConfig {
             private_dir: private_dir.into(),
             guest: GuestConfig::default(),
             boot_delay: DEFAULT_BOOT_DELAY,
+            event_script: false,
         }
     }
 }

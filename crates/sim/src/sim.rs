@@ -144,6 +144,9 @@ fn paths(config: &SimConfig, qmp_dir: &Path, uuid: &str) -> Result<VmPaths, SimE
         port: private("port"),
         health_script: private("health"),
         unhealthy_flag: private("unhealthy"),
+        event_script: config.event_script.then(|| private("event")),
+        veto_flag: private("veto"),
+        event_log: private("events"),
     };
     for socket in [&paths.channel, &paths.qmp, &paths.port] {
         if socket.as_os_str().len() > MAX_SOCKET_PATH {

@@ -34,6 +34,9 @@ pub(crate) struct VmPaths {
     pub port: PathBuf,
     pub health_script: PathBuf,
     pub unhealthy_flag: PathBuf,
+    pub event_script: Option<PathBuf>,
+    pub veto_flag: PathBuf,
+    pub event_log: PathBuf,
 }
 
 /// State shared by a VM's tasks and handles.
@@ -127,6 +130,11 @@ impl VmShared {
         let paths = &self.paths;
         guest::write_health_script(&paths.health_script, &paths.unhealthy_flag)?;
         remove_file(&paths.unhealthy_flag);
+        if let Some(script) = &paths.event_script {
+            guest::write_event_script(script, &paths.veto_flag, &paths.event_log)?;
+        }
+        remove_file(&paths.veto_flag);
+        remove_file(&paths.event_log);
         let channel = bind(&paths.channel)?;
         let port = bind(&paths.port)?;
         let monitor = bind(&paths.qmp)?;
@@ -258,6 +266,32 @@ impl SimVm {
     /// Running, paused or stopped.
     pub fn status(&self) -> VmStatus {
         self.shared.status()
+    }
+
+    /// Makes the VM's event script veto every vote with `reason` (`None`: accept again).
+    /// Only with [`crate::SimConfig::event_script`].
+    pub fn set_veto(&self, reason: Option<&str>) -> Result<(), SimError> {
+        let path = &self.shared.paths.veto_flag;
+        match reason {
+            Some(reason) => std::fs::write(path, reason).map_err(|source| SimError::Write {
+                path: path.clone(),
+                source,
+            }),
+            None => {
+                remove_file(path);
+                Ok(())
+            }
+        }
+    }
+
+    /// What the VM's event script was called with so far (`revocable reboot`, …), oldest
+    /// first.
+    pub fn notifications(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.shared.paths.event_log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// How many resets (QMP `system_reset` or [`SimVm::reset`]) the VM has had.

@@ -462,11 +462,11 @@ impl HeartbeatFsm {
         self.hold
     }
 
-    /// Stops challenging at once, as a hold does after too many misses: for a VM that was
-    /// just paused. Holds until the guest's next `init`.
-    pub fn quiesce(&mut self) {
+    /// Stops challenging at once, as a hold does after too many misses, and holds loss back
+    /// as `hold` says: for a VM that was just paused or rebooted on purpose.
+    pub fn quiesce(&mut self, hold: Hold) {
         self.go_quiet();
-        self.hold = Some(Hold::UntilReinit);
+        self.hold = Some(hold);
     }
 
     fn go_quiet(&mut self) {

@@ -478,7 +478,7 @@ fn a_guest_still_silent_when_the_hold_expires_is_lost() {
 #[test]
 fn a_quiesced_guest_is_never_lost_however_long_it_stays_paused() {
     let mut rig = Rig::heartbeating(1);
-    rig.fsm.quiesce();
+    rig.fsm.quiesce(Hold::UntilReinit);
     assert_eq!(rig.fsm.deadline(), None);
     assert_eq!(rig.fsm.stopped(), Some(Stopped::Held));
     rig.now += 3600 * SECOND;

@@ -154,8 +154,9 @@ pub enum Effect {
     Release,
     /// Carry this action out through the hypervisor; answer with [`RunInput::Acted`].
     Act(Action),
-    /// The VM was paused or suspended: stop challenging until the guest registers again.
-    Quiesce,
+    /// The VM was paused, suspended or rebooted: stop challenging until the guest registers
+    /// again, held as this says.
+    Quiesce(Hold),
     /// The operation ended; [`Run::state`] says how.
     Finished,
 }
@@ -390,8 +391,13 @@ impl Run {
         match result {
             Ok(()) => {
                 self.record("act", action, now, "done", String::new());
-                if matches!(self.plan.act, Some(Action::Pause | Action::Suspend)) {
-                    out.push(Effect::Quiesce);
+                let restart = secs_to(guest.notices.restart_secs);
+                match self.plan.act {
+                    Some(Action::Pause | Action::Suspend) => {
+                        out.push(Effect::Quiesce(Hold::UntilReinit));
+                    }
+                    Some(Action::Reboot) => out.push(Effect::Quiesce(Hold::Until(now + restart))),
+                    _ => {}
                 }
                 self.after_act(guest, now, out);
             }

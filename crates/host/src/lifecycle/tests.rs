@@ -108,7 +108,8 @@ fn reboot_votes_notifies_with_the_shutdown_notice_then_acts() {
     assert_eq!(out, [Effect::Act(Action::Reboot)]);
     assert_eq!(rig.run.state(), OpState::Acting);
     let out = rig.feed(RunInput::Acted(Ok(())));
-    assert_eq!(out, [Effect::Finished]);
+    let until = rig.now + Duration::from_secs(601);
+    assert_eq!(out, [Effect::Quiesce(Hold::Until(until)), Effect::Finished]);
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(
         rig.outcomes(),
@@ -173,7 +174,7 @@ fn an_overrunning_notification_handler_does_not_hold_the_action_back() {
     );
     assert_eq!(out, [Effect::Act(Action::Pause)]);
     let out = rig.feed(RunInput::Acted(Ok(())));
-    assert_eq!(out, [Effect::Quiesce, Effect::Finished]);
+    assert_eq!(out, [Effect::Quiesce(Hold::UntilReinit), Effect::Finished]);
 }
 
 #[test]

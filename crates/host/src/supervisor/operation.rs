@@ -113,7 +113,7 @@ impl Supervisor {
                 },
                 Effect::Hold(hold) => self.fsm.hold(hold),
                 Effect::Release => self.fsm.release(),
-                Effect::Quiesce => self.fsm.quiesce(),
+                Effect::Quiesce(hold) => self.fsm.quiesce(hold),
                 Effect::Act(action) => self.start_act(action),
                 Effect::Finished => self.operation_finished(),
             }

@@ -27,6 +27,7 @@ pub async fn start(count: usize) -> (TempDir, Sim) {
         private_dir: dir.path().join("private"),
         guest: GuestConfig::default(),
         boot_delay: Duration::from_millis(50),
+        event_script: false,
     };
     let sim = Sim::start(config, count).await.unwrap();
     (dir, sim)

@@ -1,10 +1,12 @@
 //! `tether demo`: a host agent and simulated VMs in one process, with a live table.
 //!
-//! Every simulated VM runs the real guest daemon behind a QEMU stand-in; the agent discovers
-//! their channel sockets, heartbeats them, and recovers them through real QMP. With
-//! `--scenario` the demo hangs one guest, makes another unhealthy and crashes a third, waits
-//! until the agent has detected and recovered each, prints a summary and exits; without it the
-//! demo runs until Ctrl-C.
+//! Every simulated VM runs the real guest daemon behind a QEMU stand-in, with an event
+//! script that votes on lifecycle operations; the agent discovers their channel sockets,
+//! heartbeats them, and recovers them through real QMP. With `--scenario` the demo hangs one
+//! guest, makes another unhealthy and crashes a third, waits until the agent has detected and
+//! recovered each; then a guest vetoes a stop, and another is rebooted, paused and unpaused
+//! with notice before and after and no false heartbeat loss; it prints a summary and exits.
+//! Without it the demo runs until Ctrl-C.
 
 mod scenario;
 mod table;
@@ -72,6 +74,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         private_dir,
         guest,
         boot_delay: Duration::from_millis(300),
+        event_script: true,
     };
     let sim = Sim::start(sim_config, usize::from(args.guests))
         .await
@@ -81,6 +84,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let hypervisor = tether_host::build_hypervisor(&config)?;
     let agent = HostAgent::new(config, hypervisor).context("Cannot start the host agent")?;
     let view = agent.view();
+    let operations = agent.operations();
     let (stop_agent, stopped) = oneshot::channel::<()>();
     let agent_task = tokio::spawn(agent.run(async {
         let _ = stopped.await;
@@ -89,7 +93,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let journal = dir.join("journal.jsonl");
     let screen = Screen::new(std::io::stdout().is_terminal());
     let outcome = if args.scenario {
-        scenario::run(&sim, &view, &screen, &journal).await
+        scenario::run(&sim, &view, &operations, &screen, &journal).await
     } else {
         watch_until_signal(&sim, &view, &screen, &journal).await;
         Ok(())

@@ -1,11 +1,16 @@
 //! The demo's scripted scenario: hang one guest, make one unhealthy, crash one, and follow
-//! each through detection and recovery; then a summary.
+//! each through detection and recovery; then lifecycle operations: a stop the guest vetoes,
+//! and a reboot, a pause and an unpause that go through with notice and no false loss; then
+//! a summary.
 
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::bail;
-use tether_host::{AgentView, InstanceStatus};
+use tether_host::lifecycle::OpState;
+use tether_host::operations::{OperationRecord, Operations};
+use tether_host::{AgentView, GuestState, InstanceStatus};
+use tether_proto::EventType;
 use tether_sim::{Fault, Sim, SimVm};
 use tokio::time::Instant;
 
@@ -15,6 +20,8 @@ use super::Screen;
 const SETTLE: Duration = Duration::from_secs(60);
 const RECOVER: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(50);
+/// How long the demo shows a paused guest (several loss times at the default interval).
+const HELD: Duration = Duration::from_secs(3);
 
 /// One injected fault and what became of it.
 struct Tracked {
@@ -30,6 +37,7 @@ struct Tracked {
 pub async fn run(
     sim: &Sim,
     view: &AgentView,
+    operations: &Operations,
     screen: &Screen,
     journal: &Path,
 ) -> anyhow::Result<()> {
@@ -53,18 +61,161 @@ pub async fn run(
     })
     .await;
 
-    screen.draw(sim, view, journal, "Scenario finished.");
-    let healthy_recoveries = print_summary(sim, view, &tracked);
     if !done {
+        screen.draw(sim, view, journal, "Scenario finished.");
+        print_summary(sim, view, &tracked);
         bail!(
             "The agent did not recover every injected fault within {}s",
             RECOVER.as_secs()
         );
     }
+    let stage = Stage {
+        sim,
+        view,
+        operations,
+        screen,
+        journal,
+    };
+    let lifecycle = lifecycle(&stage).await;
+    screen.draw(sim, view, journal, "Scenario finished.");
+    let healthy_recoveries = print_summary(sim, view, &tracked);
+    let lines = lifecycle?;
+    println!("Lifecycle operations");
+    for line in lines {
+        println!("  {line}");
+    }
     if healthy_recoveries > 0 {
         bail!("{healthy_recoveries} recoveries hit guests that had no fault");
     }
     Ok(())
+}
+
+/// What the lifecycle part of the scenario works with.
+struct Stage<'a> {
+    sim: &'a Sim,
+    view: &'a AgentView,
+    operations: &'a Operations,
+    screen: &'a Screen,
+    journal: &'a Path,
+}
+
+impl Stage<'_> {
+    /// Starts `event` on `vm` and redraws until it has ended.
+    async fn operate(&self, vm: &SimVm, event: EventType) -> anyhow::Result<OperationRecord> {
+        let id = match self.operations.begin(vm.uuid(), event) {
+            Ok(id) => id,
+            Err(e) => bail!("Cannot start {event} on {}: {e:?}", vm.name()),
+        };
+        let note = format!("Operation {event} on {}…", vm.name());
+        let (sim, view, journal) = (self.sim, self.view, self.journal);
+        follow(sim, view, self.screen, journal, RECOVER, &note, |_| {
+            self.operations
+                .get(&id)
+                .is_some_and(|op| op.state.is_final())
+        })
+        .await;
+        match self.operations.get(&id) {
+            Some(op) if op.state.is_final() => Ok(op),
+            _ => bail!(
+                "{event} on {} did not end within {}s",
+                vm.name(),
+                RECOVER.as_secs()
+            ),
+        }
+    }
+
+    /// Redraws until `vm` is in `state`; false if `limit` passed first.
+    async fn wait_state(&self, vm: &SimVm, state: GuestState, limit: Duration, note: &str) -> bool {
+        let (sim, view, journal) = (self.sim, self.view, self.journal);
+        follow(sim, view, self.screen, journal, limit, note, |_| {
+            status_of(view, vm).is_some_and(|s| s.state == state)
+        })
+        .await
+    }
+}
+
+/// A vetoed stop on the first VM, then a reboot, a pause and an unpause on the last one;
+/// returns a line for each, or an error if any went otherwise than the table says.
+async fn lifecycle(stage: &Stage<'_>) -> anyhow::Result<Vec<String>> {
+    let vms = stage.sim.vms();
+    let (Some(first), Some(last)) = (vms.first(), vms.last()) else {
+        return Ok(Vec::new());
+    };
+    let mut lines = Vec::new();
+
+    let reason = format!(
+        "{}: nightly backup running, try again after 02:00",
+        first.name()
+    );
+    first.set_veto(Some(&reason))?;
+    let op = stage.operate(first, EventType::Stop).await?;
+    first.set_veto(None)?;
+    if op.state != OpState::Rejected || first.qmp_log().iter().any(|c| c == "quit") {
+        bail!("The vetoed stop went otherwise: {op:?}");
+    }
+    lines.push(format!(
+        "{:<6} stop    vetoed by the guest: {:?}; the VM was not touched",
+        first.name(),
+        op.reason.unwrap_or_default()
+    ));
+
+    let recoveries = status_of(stage.view, last).map_or(0, |s| s.recoveries);
+    let op = stage.operate(last, EventType::Reboot).await?;
+    let back = stage
+        .wait_state(
+            last,
+            GuestState::Heartbeating,
+            RECOVER,
+            "Waiting for the rebooted guest…",
+        )
+        .await;
+    if op.state != OpState::Done || !back {
+        bail!("The reboot went otherwise: {op:?}");
+    }
+    lines.push(format!(
+        "{:<6} reboot  {}; heartbeating again",
+        last.name(),
+        steps(&op)
+    ));
+
+    let op = stage.operate(last, EventType::Pause).await?;
+    if op.state != OpState::Done {
+        bail!("The pause went otherwise: {op:?}");
+    }
+    lines.push(format!("{:<6} pause   {}", last.name(), steps(&op)));
+    let note = "Paused: the heartbeat is held, not lost…";
+    let (sim, view, journal) = (stage.sim, stage.view, stage.journal);
+    follow(sim, view, stage.screen, journal, HELD, note, |_| false).await;
+    if status_of(view, last).map(|s| s.state) != Some(GuestState::Held) {
+        bail!("The paused guest is not held: {:?}", status_of(view, last));
+    }
+    let op = stage.operate(last, EventType::Unpause).await?;
+    if op.state != OpState::Done {
+        bail!("The unpause went otherwise: {op:?}");
+    }
+    lines.push(format!("{:<6} unpause {}", last.name(), steps(&op)));
+    let acted = status_of(stage.view, last).map_or(0, |s| s.recoveries) - recoveries;
+    lines.push(format!(
+        "{:<6} the guest was told {}; corrective actions during all this: {acted} (expected 0)",
+        last.name(),
+        last.notifications().join(", ")
+    ));
+    if acted > 0 {
+        bail!(
+            "A planned operation on {} caused {acted} corrective actions",
+            last.name()
+        );
+    }
+    Ok(lines)
+}
+
+/// The steps of an operation as `vote accept (12 ms), notify complete (8 ms), …`.
+fn steps(op: &OperationRecord) -> String {
+    op.steps
+        .iter()
+        .map(|s| format!("{} {} ({} ms)", s.step, s.outcome, s.took_ms))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Redraws until `done(now)` holds or `limit` passes; true if it held.
@@ -209,7 +360,7 @@ pub fn describe_event(line: &str) -> Option<String> {
         .or_else(|| event["instance"].as_str().and_then(|u| u.get(..8)))
         .unwrap_or("?");
     let what = event["event"].as_str()?;
-    let detail = ["action", "reason", "error"]
+    let detail = ["action", "outcome", "reason", "error"]
         .iter()
         .filter_map(|k| event[*k].as_str().map(|v| format!("{k}={v}")))
         .collect::<Vec<_>>()
