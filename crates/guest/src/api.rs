@@ -5,8 +5,9 @@
 //! frame [`Decoder`] and writes the frames queued for it (at most [`OUTPUT_QUEUE`]; a client
 //! that does not read is cut off when its queue is full). Everything they see reaches the
 //! daemon's task through one bounded channel; there [`ApiServer::handle`] feeds the
-//! [`Supervisor`] and carries out its actions. Dropping the server stops every task and
-//! removes the socket file.
+//! [`Supervisor`], carries out its actions and turns what the heartbeat machine must know (the
+//! applications' health, who was asked about an action and what they answered) into its
+//! [`Event`]s. Dropping the server stops every task and removes the socket file.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::apps::{ApiAction, ApiEvent, ConnId, CutOff, Supervisor};
-use crate::health::AppHealth;
+use crate::fsm::Event;
 use crate::ratelimit::RateLimit;
+use crate::vote::Answer;
 
 /// Bytes read from a connection at a time.
 pub const READ_CHUNK: usize = 4 * wire::FRAME_SIZE;
@@ -97,13 +99,25 @@ impl ApiServer {
         }
     }
 
-    /// Handles `event`; returns the applications' health when it changed.
-    pub fn handle(&mut self, event: ApiEvent) -> Option<Vec<AppHealth>> {
+    /// Handles `event`; returns what the heartbeat machine must hear of it, in order (the
+    /// applications' health last, when it changed).
+    pub fn handle(&mut self, event: ApiEvent) -> Vec<Event> {
         let now = Instant::now();
         let mut changed = false;
+        let mut events = Vec::new();
         let mut actions: VecDeque<ApiAction> = self.supervisor.handle(event, now).into();
         while let Some(action) = actions.pop_front() {
             match action {
+                ApiAction::Asked { run, apps } => events.push(Event::AppsAsked { run, apps }),
+                ApiAction::Voted {
+                    run,
+                    conn,
+                    name,
+                    answer,
+                } => {
+                    self.log_vote(&name, &answer, now);
+                    events.push(Event::AppVoted { run, conn, answer });
+                }
                 ApiAction::Send(id, body) => {
                     if !self.send(id, body) {
                         // The client does not read (or is gone): cut it off like any other.
@@ -116,7 +130,10 @@ impl ApiServer {
                 other => self.log(other, now),
             }
         }
-        changed.then(|| self.supervisor.health())
+        if changed {
+            events.push(Event::AppsChanged(self.supervisor.health()));
+        }
+        events
     }
 
     /// Queues `body` for connection `id`; false when its queue is full.
@@ -154,7 +171,27 @@ impl ApiServer {
             ApiAction::Recovered(name) => {
                 tracing::info!(app = %name, left_out, "application answers again");
             }
+            ApiAction::StrayAnswer(name, id) => {
+                tracing::info!(app = %name, invocation_id = id, left_out, "ignoring an action answer that matches no question");
+            }
             _ => {}
+        }
+    }
+
+    fn log_vote(&mut self, name: &str, answer: &Answer, now: Instant) {
+        let Some(left_out) = self.logs.check(now) else {
+            return;
+        };
+        match answer {
+            Answer::Accept(note) => {
+                tracing::info!(app = %name, reason = %note, left_out, "application accepts the action");
+            }
+            Answer::Reject(reason) => {
+                tracing::info!(app = %name, %reason, left_out, "application rejects the action");
+            }
+            Answer::Silent(why) => {
+                tracing::warn!(app = %name, reason = %why, left_out, "application gave no answer to the action; counted as accept");
+            }
         }
     }
 }

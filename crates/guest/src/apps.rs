@@ -8,7 +8,8 @@
 //! application is unhealthy with its own corrective action and the reason
 //! `Application <name> heartbeat timeout <n> ms.`; a later valid answer restores what it
 //! reports. `FINAL` or a closed connection removes it. [`Supervisor::health`] is what
-//! [`crate::health::merge`] takes.
+//! [`crate::health::merge`] takes. Lifecycle actions are put to the applications as
+//! [`ApiEvent::Ask`] describes (see `apps_ask.rs`).
 //!
 //! A connection that floods (more than [`MAX_FRAMES_PER_SEC`] frames in a second), sends more
 //! than [`MAX_GARBAGE`] bytes that are not frames since its last good one, or does not read
@@ -20,10 +21,16 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use guest_heartbeat_api::wire::{Body, ChallengeResponse, FrameError, Init, FRAME_SIZE};
-use tether_proto::CorrectiveAction;
+use tether_proto::{CorrectiveAction, EventType, NotificationType};
 use tokio::time::Instant;
 
 use crate::health::AppHealth;
+use crate::vote::{Answer, AppVoter};
+
+#[path = "apps_ask.rs"]
+mod ask;
+
+pub use ask::{event_wire, notification_wire};
 
 /// Registrations with a shorter interval are refused.
 pub const MIN_INTERVAL_MS: u32 = 400;
@@ -54,6 +61,20 @@ pub enum ApiEvent {
     Closed(ConnId),
     /// A deadline may have passed.
     Tick,
+    /// Put lifecycle action `run` to every registered application: answered by one
+    /// [`ApiAction::Asked`] listing them, then one [`ApiAction::Voted`] per application.
+    /// Allowed at any time; applications still asked about an earlier action are reported
+    /// silent on it.
+    Ask {
+        /// Identifies this action.
+        run: u64,
+        /// What happens.
+        event: EventType,
+        /// Vote or notification.
+        notification: NotificationType,
+    },
+    /// Action `run` is over (answered or aborted): its later answers are dropped.
+    StopAsking(u64),
 }
 
 /// Why a connection is cut off.
@@ -88,6 +109,26 @@ pub enum ApiAction {
     Recovered(String),
     /// [`Supervisor::health`] changed.
     HealthChanged,
+    /// These applications were asked about action `run`.
+    Asked {
+        /// The action.
+        run: u64,
+        /// Who was asked.
+        apps: Vec<AppVoter>,
+    },
+    /// An application's answer to action `run` (silent when it gave none in time).
+    Voted {
+        /// The action.
+        run: u64,
+        /// The application's connection.
+        conn: ConnId,
+        /// The application's name.
+        name: String,
+        /// What it answered.
+        answer: Answer,
+    },
+    /// An `ACTION_RESPONSE` with an `invocation_id` the application was not asked with.
+    StrayAnswer(String, u32),
 }
 
 #[derive(Debug)]
@@ -101,6 +142,8 @@ struct App {
     answer_deadline: Instant,
     timed_out: Option<String>,
     reported: AppHealth,
+    notices: ask::Notices,
+    ask: Option<ask::Ask>,
 }
 
 #[derive(Debug)]
@@ -160,6 +203,7 @@ impl Supervisor {
                 [Some(a.next_challenge), deadline]
             })
             .flatten()
+            .chain(self.next_ask_deadline())
             .min()
     }
 
@@ -172,6 +216,12 @@ impl Supervisor {
             ApiEvent::Dropped(id, error) => self.dropped(id, error, &mut out),
             ApiEvent::Closed(id) => self.closed(id, "connection closed", &mut out),
             ApiEvent::Tick => self.tick(now, &mut out),
+            ApiEvent::Ask {
+                run,
+                event,
+                notification,
+            } => self.ask(run, event, notification, now, &mut out),
+            ApiEvent::StopAsking(run) => self.stop_asking(run),
         }
         out
     }
@@ -206,7 +256,8 @@ impl Supervisor {
     }
 
     fn closed(&mut self, id: ConnId, why: &str, out: &mut Vec<ApiAction>) {
-        if let Some(app) = self.conns.remove(&id).and_then(|c| c.app) {
+        if let Some(mut app) = self.conns.remove(&id).and_then(|c| c.app) {
+            ask::abandon(id, &mut app, why, out);
             out.push(ApiAction::Left(app.name, why.to_owned()));
             out.push(ApiAction::HealthChanged);
         }
@@ -241,7 +292,8 @@ impl Supervisor {
         match body {
             Body::Init(init) => self.register(id, init, now, out),
             Body::Final { log_msg } => {
-                if let Some(app) = conn.app.take() {
+                if let Some(mut app) = conn.app.take() {
+                    ask::abandon(id, &mut app, "deregistered", out);
                     out.push(ApiAction::Left(app.name, log_msg));
                     out.push(ApiAction::HealthChanged);
                 }
@@ -251,8 +303,11 @@ impl Supervisor {
                     answered(app, r, now, out);
                 }
             }
-            // Votes are not fanned out to applications yet: an answer has nothing to match.
-            Body::ActionResponse(_) => {}
+            Body::ActionResponse(r) => {
+                if let Some(app) = conn.app.as_mut() {
+                    ask::answered(id, app, r, out);
+                }
+            }
             // Daemon-to-application messages mean nothing here.
             Body::InitAck { .. } | Body::Challenge { .. } | Body::ActionNotify(_) => {}
         }
@@ -285,11 +340,14 @@ impl Supervisor {
             next_challenge: now,
             answer_deadline: now + 2 * interval,
             timed_out: None,
+            notices: ask::Notices::of(&init),
+            ask: None,
         };
-        let changed = conn
-            .app
-            .replace(app)
-            .is_some_and(|old| !old.reported.healthy);
+        let mut old = conn.app.replace(app);
+        if let Some(old) = old.as_mut() {
+            ask::abandon(id, old, "registered again", out);
+        }
+        let changed = old.is_some_and(|old| !old.reported.healthy);
         out.push(ApiAction::Registered(init.name, init.heartbeat_interval_ms));
         out.push(ApiAction::Send(id, Body::InitAck { accepted: 1 }));
         if changed {
@@ -298,6 +356,7 @@ impl Supervisor {
     }
 
     fn tick(&mut self, now: Instant, out: &mut Vec<ApiAction>) {
+        self.ask_timeouts(now, out);
         for (id, conn) in &mut self.conns {
             let Some(app) = conn.app.as_mut() else {
                 continue;
@@ -364,3 +423,7 @@ fn answered(app: &mut App, r: ChallengeResponse, now: Instant, out: &mut Vec<Api
 #[cfg(test)]
 #[path = "apps_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "apps_ask_tests.rs"]
+mod ask_tests;

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tether_proto::{encode_into, Message, MAX_INT};
+use tether_proto::{encode_into, EventType, Message, NotificationType, MAX_INT};
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
 
@@ -154,9 +154,26 @@ impl Runner {
     }
 
     fn on_api(&mut self, event: ApiEvent) {
-        let health = self.api.as_mut().and_then(|api| api.handle(event));
-        if let Some(apps) = health {
-            self.apply(Event::AppsChanged(apps));
+        let events = self.api.as_mut().map(|api| api.handle(event));
+        for event in events.into_iter().flatten() {
+            self.apply(event);
+        }
+    }
+
+    /// Puts action `run` to the applications; without an API nobody is asked.
+    fn ask_apps(&mut self, run: u64, notification: NotificationType, event: EventType) {
+        let ask = ApiEvent::Ask {
+            run,
+            event,
+            notification,
+        };
+        if self.api.is_some() {
+            self.on_api(ask);
+        } else {
+            self.apply(Event::AppsAsked {
+                run,
+                apps: Vec::new(),
+            });
         }
     }
 
@@ -184,6 +201,18 @@ impl Runner {
                 }
             }
             Action::StopEventScript => self.event = None,
+            Action::AskApps {
+                run,
+                notification_type,
+                event_type,
+            } => self.ask_apps(run, notification_type, event_type),
+            Action::StopAskingApps(run) => self.on_api(ApiEvent::StopAsking(run)),
+            Action::VoteTimedOut(silent) => {
+                if let Some(left_out) = self.limits.actions.check(now) {
+                    let silent = silent.join(", ");
+                    tracing::warn!(%silent, left_out, "no answer in time to a lifecycle action; counted as accept");
+                }
+            }
             Action::NackReceived(nack) => {
                 if let Some(left_out) = self.limits.input.check(now) {
                     tracing::warn!(text = %nack.log_msg, left_out, "host refused a message (nack)");
@@ -257,7 +286,10 @@ impl Runner {
             LinkEvent::Frames(frames) => {
                 for frame in frames {
                     match frame {
-                        Ok(message) => self.apply(Event::Received(message)),
+                        Ok(message) => {
+                            self.log_notify(&message, now);
+                            self.apply(Event::Received(message));
+                        }
                         Err(e) => {
                             if let Some(left_out) = self.limits.input.check(now) {
                                 tracing::warn!(error = %e, left_out, "dropping a malformed message from the host");
@@ -266,6 +298,18 @@ impl Runner {
                     }
                 }
             }
+        }
+    }
+
+    fn log_notify(&mut self, message: &Message, now: Instant) {
+        let Message::ActionNotify(n) = message else {
+            return;
+        };
+        if let Some(left_out) = self.limits.actions.check(now) {
+            tracing::info!(
+                event = %n.event_type, notification = %n.notification_type,
+                timeout_ms = n.timeout_ms, left_out, "lifecycle action received"
+            );
         }
     }
 
@@ -293,9 +337,11 @@ impl Runner {
     }
 
     fn on_event_script(&mut self, (run, outcome): (u64, ScriptOutcome)) {
-        if outcome.failed_to_start {
+        let failed = outcome.failed_to_start || !matches!(outcome.code, Some(0 | 1));
+        if failed {
             if let Some(left_out) = self.limits.scripts.check(Instant::now()) {
-                tracing::warn!(reason = %outcome.output, left_out, "event script did not run");
+                let code = outcome.code.map_or(-1, i64::from);
+                tracing::warn!(reason = %outcome.output, code, left_out, "event script failed; counted as no answer");
             }
         }
         self.apply(Event::EventScriptDone { run, outcome });

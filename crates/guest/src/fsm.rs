@@ -8,29 +8,39 @@
 //! ([`crate::health`]); no challenge for
 //! `max(2 × HB_INTERVAL, HB_MIN_TIMEOUT)` sends the machine back to `enabling`.
 //!
-//! The machine also owns the timers of the health-check script (run every
-//! `HEALTH_CHECK_INTERVAL` s while enabled) and of a pending lifecycle action (answered by the
-//! event script, or with `timeout` at `timeout_ms − 1000`). It never does I/O: the daemon feeds
-//! it [`Event`]s with the current time, carries out the returned [`Action`]s, and wakes it with
-//! [`Event::Tick`] at [`Heartbeat::next_deadline`].
+//! The machine also owns the timer of the health-check script (run every
+//! `HEALTH_CHECK_INTERVAL` s while enabled) and the pending lifecycle action. An
+//! `action_notify` that arrives while enabled is put to the event script and to the registered
+//! applications at once; their answers are merged by a [`Tally`] (see [`crate::vote`]) and
+//! answered as soon as all are in, or at `timeout_ms − 1000` (when `timeout_ms > 1000`) with
+//! what is in by then. In any other state it is answered `complete` at once, as the reference
+//! guest does: before `init_ack` the host has no registration to act on. A new `action_notify`
+//! aborts the pending one, which is then never answered.
+//!
+//! It never does I/O: the daemon feeds it [`Event`]s with the current time, carries out the
+//! returned [`Action`]s, and wakes it with [`Event::Tick`] at [`Heartbeat::next_deadline`].
 
 use std::fmt;
 use std::time::Duration;
 
 use tether_proto::{
-    ActionNotify, ActionResponse, ChallengeResponse, CorrectiveAction, EventType, Exit, Init,
-    Message, MsgType, Nack, NotificationType, VoteResult, MAX_INT, MAX_NAME_LEN,
+    ChallengeResponse, CorrectiveAction, EventType, Exit, Init, Message, MsgType, Nack,
+    NotificationType, MAX_INT, MAX_NAME_LEN,
 };
 use tokio::time::Instant;
 
+use crate::apps::ConnId;
 use crate::health::{merge, AppHealth, Reporter, ScriptHealth};
 use crate::script::ScriptOutcome;
+use crate::vote::{cut, Answer, AppVoter, Voter};
 use crate::GuestConfig;
+use action::Pending;
+
+#[path = "fsm_action.rs"]
+mod action;
 
 /// The `log_msg` of the `exit` sent on shutdown.
 pub const EXIT_TEXT: &str = "Exiting...";
-/// The `log_msg` of an `action_response` whose deadline passed.
-pub const ACTION_TIMEOUT_TEXT: &str = "Timeout on application and/or script action responses.";
 
 /// A heartbeat state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +79,22 @@ pub enum Event {
     HealthChecked(ScriptHealth),
     /// The registered applications or their health changed.
     AppsChanged(Vec<AppHealth>),
+    /// The applications asked about action `run` (see [`Action::AskApps`]).
+    AppsAsked {
+        /// Which action.
+        run: u64,
+        /// Who was asked; may be empty.
+        apps: Vec<AppVoter>,
+    },
+    /// An application asked about action `run` answered, or is silent.
+    AppVoted {
+        /// Which action.
+        run: u64,
+        /// The application's connection.
+        conn: ConnId,
+        /// Its answer.
+        answer: Answer,
+    },
     /// The event script of run `run` finished.
     EventScriptDone {
         /// Which run (see [`Action::RunEventScript`]).
@@ -110,6 +136,21 @@ pub enum Action {
     },
     /// Kill the event script if it runs (no answer is sent for it).
     StopEventScript,
+    /// Put action `run` to the registered applications, and report who was asked as
+    /// [`Event::AppsAsked`] (an empty list when there is no application API), then each
+    /// answer as [`Event::AppVoted`].
+    AskApps {
+        /// Identifies this action.
+        run: u64,
+        /// Vote or notification.
+        notification_type: NotificationType,
+        /// What happens.
+        event_type: EventType,
+    },
+    /// Action `run` is over: drop the applications' later answers to it.
+    StopAskingApps(u64),
+    /// The deadline of an action passed before these voters answered; they count as accept.
+    VoteTimedOut(Vec<String>),
     /// The host refused one of our messages; log it (rate-limited).
     NackReceived(Nack),
     /// An `init_ack` for an id that is neither the current nor the previous one.
@@ -164,19 +205,7 @@ impl Settings {
 
 /// `name` cut to at most 63 bytes on a character boundary.
 fn cut_name(name: &str) -> &str {
-    let mut end = name.len().min(MAX_NAME_LEN);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    &name[..end]
-}
-
-/// A lifecycle action waiting for the event script.
-#[derive(Debug, Clone)]
-struct Pending {
-    notify: ActionNotify,
-    run: u64,
-    deadline: Instant,
+    cut(name, MAX_NAME_LEN)
 }
 
 /// The heartbeat state machine of one daemon.
@@ -251,7 +280,13 @@ impl Heartbeat {
             Event::Received(message) => self.received(message, now, &mut out),
             Event::HealthChecked(health) => self.script_health = health,
             Event::AppsChanged(apps) => self.apps = apps,
-            Event::EventScriptDone { run, outcome } => self.script_done(run, &outcome, &mut out),
+            Event::AppsAsked { run, apps } => self.apps_asked(run, apps, &mut out),
+            Event::AppVoted { run, conn, answer } => {
+                self.counted(run, Voter::App(conn), answer, &mut out);
+            }
+            Event::EventScriptDone { run, outcome } => {
+                self.counted(run, Voter::Script, Answer::of_script(&outcome), &mut out);
+            }
             Event::Tick => self.tick(now, &mut out),
             Event::Shutdown => self.shutdown(now, &mut out),
         }
@@ -331,58 +366,9 @@ impl Heartbeat {
         )));
     }
 
-    fn action_notify(&mut self, notify: ActionNotify, now: Instant, out: &mut Vec<Action>) {
-        self.abort_action(out);
-        if self.state != State::Enabled || !self.settings.event_script {
-            out.push(respond(&notify, VoteResult::Complete, String::new()));
-            return;
-        }
-        let budget = match notify.timeout_ms {
-            ms if ms > 1000 => ms - 1000,
-            ms => ms,
-        };
-        self.runs += 1;
-        out.push(Action::RunEventScript {
-            run: self.runs,
-            notification_type: notify.notification_type,
-            event_type: notify.event_type,
-        });
-        self.pending = Some(Pending {
-            notify,
-            run: self.runs,
-            deadline: now + Duration::from_millis(budget.into()),
-        });
-    }
-
-    fn abort_action(&mut self, out: &mut Vec<Action>) {
-        if self.pending.take().is_some() {
-            out.push(Action::StopEventScript);
-        }
-    }
-
-    fn script_done(&mut self, run: u64, outcome: &ScriptOutcome, out: &mut Vec<Action>) {
-        let Some(pending) = self.pending.take_if(|p| p.run == run) else {
-            return;
-        };
-        let result = match outcome.code {
-            Some(0) => VoteResult::Accept,
-            Some(1) => VoteResult::Reject,
-            _ => VoteResult::Error,
-        };
-        out.push(respond(
-            &pending.notify,
-            result,
-            outcome.first_line().to_owned(),
-        ));
-    }
-
     fn tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         let due = |deadline: Option<Instant>| deadline.is_some_and(|d| d <= now);
-        if let Some(pending) = self.pending.take_if(|p| p.deadline <= now) {
-            out.push(Action::StopEventScript);
-            let text = ACTION_TIMEOUT_TEXT.to_owned();
-            out.push(respond(&pending.notify, VoteResult::Timeout, text));
-        }
+        self.action_deadline(now, out);
         if due(self.next_health_check) {
             self.next_health_check = self.settings.health_check_interval.map(|i| now + i);
             out.push(Action::RunHealthCheck);
@@ -407,17 +393,10 @@ impl Heartbeat {
     }
 }
 
-/// The `action_response` to `notify`.
-fn respond(notify: &ActionNotify, vote_result: VoteResult, log_msg: String) -> Action {
-    Action::Send(Message::ActionResponse(ActionResponse {
-        invocation_id: notify.invocation_id,
-        event_type: notify.event_type,
-        notification_type: notify.notification_type,
-        vote_result,
-        log_msg,
-    }))
-}
-
 #[cfg(test)]
 #[path = "fsm_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "fsm_vote_tests.rs"]
+mod vote_tests;

@@ -1,13 +1,13 @@
 use super::*;
-use tether_proto::Health;
+use tether_proto::{ActionNotify, Health};
 
-const MS: fn(u64) -> Duration = Duration::from_millis;
+pub(super) const MS: fn(u64) -> Duration = Duration::from_millis;
 
 fn settings(config: &GuestConfig) -> Settings {
     Settings::new("vm1", config)
 }
 
-fn with_scripts() -> GuestConfig {
+pub(super) fn with_scripts() -> GuestConfig {
     GuestConfig {
         health_check_interval_secs: 30,
         health_check_script: Some("/bin/health".into()),
@@ -16,7 +16,7 @@ fn with_scripts() -> GuestConfig {
     }
 }
 
-fn sent(actions: &[Action]) -> Vec<&Message> {
+pub(super) fn sent(actions: &[Action]) -> Vec<&Message> {
     actions
         .iter()
         .filter_map(|a| match a {
@@ -34,7 +34,7 @@ fn init_id(actions: &[Action]) -> u32 {
 }
 
 /// A machine brought into `state` at `t0`; returns it and the last init id.
-fn machine_in(state: State, config: &GuestConfig, t0: Instant) -> (Heartbeat, u32) {
+pub(super) fn machine_in(state: State, config: &GuestConfig, t0: Instant) -> (Heartbeat, u32) {
     let mut m = Heartbeat::new(settings(config), 7);
     let mut id = 0;
     match state {
@@ -53,7 +53,7 @@ fn machine_in(state: State, config: &GuestConfig, t0: Instant) -> (Heartbeat, u3
     (m, id)
 }
 
-fn notify(event_type: EventType, timeout_ms: u32) -> Message {
+pub(super) fn notify(event_type: EventType, timeout_ms: u32) -> Message {
     Message::ActionNotify(ActionNotify {
         invocation_id: 77,
         event_type,
@@ -62,28 +62,10 @@ fn notify(event_type: EventType, timeout_ms: u32) -> Message {
     })
 }
 
-fn response(vote_result: VoteResult, log: &str) -> Action {
-    Action::Send(Message::ActionResponse(ActionResponse {
-        invocation_id: 77,
-        event_type: EventType::Stop,
-        notification_type: NotificationType::Revocable,
-        vote_result,
-        log_msg: log.into(),
-    }))
-}
-
 fn challenge(value: u32) -> Event {
     Event::Received(Message::Challenge {
         heartbeat_challenge: value,
     })
-}
-
-fn outcome(code: Option<i32>, output: &str) -> ScriptOutcome {
-    ScriptOutcome {
-        code,
-        output: output.into(),
-        failed_to_start: false,
-    }
 }
 
 #[test]
@@ -248,117 +230,6 @@ fn unhealthy_script_is_reported_once_then_held_back() {
     assert_eq!(second.corrective_action, CorrectiveAction::None);
     let later = answer(&mut m, t0 + MS(61_000));
     assert_eq!(later.corrective_action, CorrectiveAction::Reboot);
-}
-
-#[test]
-fn action_notify_is_completed_at_once_unless_a_script_can_vote() {
-    let t0 = Instant::now();
-    for state in [State::Initial, State::Disabled, State::Enabling] {
-        let (mut m, _) = machine_in(state, &with_scripts(), t0);
-        let actions = m.handle(Event::Received(notify(EventType::Stop, 9000)), t0);
-        assert_eq!(
-            actions,
-            vec![response(VoteResult::Complete, "")],
-            "in {state}"
-        );
-    }
-    let (mut m, _) = machine_in(State::Enabled, &GuestConfig::default(), t0);
-    let actions = m.handle(Event::Received(notify(EventType::Stop, 9000)), t0);
-    assert_eq!(actions, vec![response(VoteResult::Complete, "")]);
-}
-
-#[test]
-fn event_script_exit_status_becomes_the_vote() {
-    let t0 = Instant::now();
-    let cases = [
-        (Some(0), VoteResult::Accept),
-        (Some(1), VoteResult::Reject),
-        (Some(2), VoteResult::Error),
-        (None, VoteResult::Error),
-    ];
-    for (code, vote) in cases {
-        let (mut m, _) = machine_in(State::Enabled, &with_scripts(), t0);
-        let actions = m.handle(Event::Received(notify(EventType::Stop, 9000)), t0);
-        let run_action = Action::RunEventScript {
-            run: 1,
-            notification_type: NotificationType::Revocable,
-            event_type: EventType::Stop,
-        };
-        assert_eq!(actions, vec![run_action]);
-        let done = Event::EventScriptDone {
-            run: 1,
-            outcome: outcome(code, "  busy now \nmore\n"),
-        };
-        assert_eq!(
-            m.handle(done, t0 + MS(10)),
-            vec![response(vote, "busy now")]
-        );
-        assert_eq!(
-            m.next_deadline(),
-            Some(t0 + MS(5000)),
-            "no action timer left"
-        );
-    }
-}
-
-#[test]
-fn event_script_deadline_is_timeout_minus_one_second() {
-    let t0 = Instant::now();
-    let config = GuestConfig {
-        min_timeout_ms: 100_000,
-        health_check_interval_secs: 0,
-        ..with_scripts()
-    };
-    for (timeout_ms, deadline_ms) in [(9000, 8000), (1000, 1000), (1001, 1), (0, 0)] {
-        let (mut m, _) = machine_in(State::Enabled, &config, t0);
-        m.handle(Event::Received(notify(EventType::Stop, timeout_ms)), t0);
-        assert_eq!(
-            m.next_deadline(),
-            Some(t0 + MS(deadline_ms)),
-            "{timeout_ms}"
-        );
-        let actions = m.handle(Event::Tick, t0 + MS(deadline_ms));
-        let expected = vec![
-            Action::StopEventScript,
-            response(VoteResult::Timeout, ACTION_TIMEOUT_TEXT),
-        ];
-        assert_eq!(actions, expected);
-        let late = Event::EventScriptDone {
-            run: 1,
-            outcome: outcome(Some(0), ""),
-        };
-        assert!(
-            m.handle(late, t0 + MS(9000)).is_empty(),
-            "late answers are dropped"
-        );
-    }
-}
-
-#[test]
-fn a_new_action_aborts_the_previous_one() {
-    let t0 = Instant::now();
-    let (mut m, _) = machine_in(State::Enabled, &with_scripts(), t0);
-    m.handle(Event::Received(notify(EventType::Stop, 9000)), t0);
-    let actions = m.handle(Event::Received(notify(EventType::Reboot, 9000)), t0 + MS(5));
-    assert_eq!(actions[0], Action::StopEventScript);
-    assert!(matches!(actions[1], Action::RunEventScript { run: 2, .. }));
-    let old = Event::EventScriptDone {
-        run: 1,
-        outcome: outcome(Some(1), "no"),
-    };
-    assert!(m.handle(old, t0 + MS(6)).is_empty());
-    let new = Event::EventScriptDone {
-        run: 2,
-        outcome: outcome(Some(0), ""),
-    };
-    let actions = m.handle(new, t0 + MS(7));
-    let [Message::ActionResponse(r)] = sent(&actions)[..] else {
-        panic!("{actions:?}")
-    };
-    assert_eq!(
-        (r.event_type, r.vote_result),
-        (EventType::Reboot, VoteResult::Accept)
-    );
 }
 
 #[test]

@@ -34,6 +34,7 @@ pub mod logging;
 pub mod ratelimit;
 pub mod script;
 mod sys;
+pub mod vote;
 
 pub use config::{ConfigError, ConfigWarning, GuestConfig, WarningKind, MAX_NOTICE_SECS};
 pub use daemon::{Daemon, Options};

@@ -6,136 +6,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{patient_config, start_with_api, HostConn, HostDouble, Running};
-use guest_heartbeat_api::wire::{self, Body, ChallengeResponse, Decoder, Frame, Init};
+use common::raw_app::{init, setup, RawApp};
+use common::{patient_config, start_with_api, HostDouble};
+use guest_heartbeat_api::wire::{self, Body, Frame};
 use tether_proto::{CorrectiveAction, Health};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::{sleep, timeout};
 
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A raw application connection.
-struct RawApp {
-    stream: UnixStream,
-    decoder: Decoder,
-    queue: std::collections::VecDeque<Frame>,
-    sequence: u32,
-}
-
-impl RawApp {
-    async fn connect(path: &Path) -> RawApp {
-        RawApp {
-            stream: UnixStream::connect(path).await.unwrap(),
-            decoder: Decoder::new(),
-            queue: Default::default(),
-            sequence: 0,
-        }
-    }
-
-    async fn send(&mut self, body: Body) {
-        self.sequence += 1;
-        let frame = Frame {
-            sequence: self.sequence,
-            body,
-        };
-        self.stream
-            .write_all(&wire::to_bytes(&frame))
-            .await
-            .unwrap();
-    }
-
-    /// The next frame, or `None` at end of stream.
-    async fn recv(&mut self) -> Option<Frame> {
-        timeout(PATIENCE, async {
-            loop {
-                if let Some(frame) = self.queue.pop_front() {
-                    return Some(frame);
-                }
-                let mut buf = [0u8; 1024];
-                let n = self.stream.read(&mut buf).await.unwrap_or(0);
-                if n == 0 {
-                    return None;
-                }
-                let queue = &mut self.queue;
-                self.decoder
-                    .feed(&buf[..n], |f| queue.push_back(f.unwrap()));
-            }
-        })
-        .await
-        .expect("a frame from the daemon in time")
-    }
-
-    async fn register(&mut self, name: &str, interval: u32, action: u32) -> u32 {
-        self.send(init(name, interval, action)).await;
-        match self.recv().await.map(|f| f.body) {
-            Some(Body::InitAck { accepted }) => accepted,
-            other => panic!("expected INIT_ACK, got {other:?}"),
-        }
-    }
-
-    async fn challenged(&mut self) -> u32 {
-        match self.recv().await.map(|f| f.body) {
-            Some(Body::Challenge {
-                heartbeat_challenge,
-            }) => heartbeat_challenge,
-            other => panic!("expected CHALLENGE, got {other:?}"),
-        }
-    }
-
-    async fn answer(&mut self, value: u32, healthy: bool, action: u32, log: &str) {
-        self.send(Body::ChallengeResponse(ChallengeResponse {
-            heartbeat_response: value,
-            health: u32::from(healthy),
-            corrective_action: action,
-            log_msg: log.into(),
-        }))
-        .await;
-    }
-}
-
-fn init(name: &str, interval: u32, action: u32) -> Body {
-    Body::Init(Init {
-        name: name.into(),
-        heartbeat_interval_ms: interval,
-        vote_secs: 8,
-        shutdown_notice_secs: 5,
-        suspend_notice_secs: 5,
-        resume_notice_secs: 5,
-        corrective_action: action,
-    })
-}
-
-/// A daemon with an API socket and its registered host connection; `D` keeps the directory.
-struct Setup<D> {
-    _dir: D,
-    api: PathBuf,
-    host: HostConn,
-    daemon: Running,
-}
-
-async fn setup() -> Setup<impl Sized> {
-    let dir = tether_testkit::temp_dir();
-    let host = HostDouble::bind(dir.path());
-    let api = dir.path().join("api.sock");
-    let daemon = start_with_api(&host.path, patient_config(), Some(api.clone()));
-    let mut conn = host.accept().await;
-    conn.register().await;
-    Setup {
-        _dir: dir,
-        api,
-        host: conn,
-        daemon,
-    }
-}
-
 #[cfg(target_endian = "little")]
 #[tokio::test(start_paused = true)]
 async fn raw_frames_have_the_reference_bytes_and_app_health_reaches_the_host() {
-    let mut s = setup().await;
+    let mut s = setup(patient_config()).await;
     let mut stream = UnixStream::connect(&s.api).await.unwrap();
     // INIT as an application built against the reference library writes it.
     let mut init = b"FDFDA5A5\x02\x01\x00\x00\x01\x00\x00\x00\xe4\x00\x00\x00".to_vec();
@@ -179,7 +63,7 @@ async fn raw_frames_have_the_reference_bytes_and_app_health_reaches_the_host() {
 
 #[tokio::test(start_paused = true)]
 async fn short_intervals_are_refused_and_garbage_before_a_frame_is_skipped() {
-    let s = setup().await;
+    let s = setup(patient_config()).await;
     let mut app = RawApp::connect(&s.api).await;
     assert_eq!(app.register("fast", 399, 2).await, 0);
     app.stream
@@ -193,7 +77,7 @@ async fn short_intervals_are_refused_and_garbage_before_a_frame_is_skipped() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_is_reported_with_the_apps_action_and_an_answer_restores_it() {
-    let mut s = setup().await;
+    let mut s = setup(patient_config()).await;
     let mut app = RawApp::connect(&s.api).await;
     app.register("slowpoke", 1000, 4).await;
     let first = app.challenged().await;
@@ -210,7 +94,7 @@ async fn a_timeout_is_reported_with_the_apps_action_and_an_answer_restores_it() 
 
 #[tokio::test(start_paused = true)]
 async fn misbehaving_clients_are_cut_off_alone() {
-    let mut s = setup().await;
+    let mut s = setup(patient_config()).await;
     let mut good = RawApp::connect(&s.api).await;
     good.register("good", 1000, 2).await;
     // Garbage without end.
@@ -257,7 +141,7 @@ async fn misbehaving_clients_are_cut_off_alone() {
 
 #[tokio::test(start_paused = true)]
 async fn sixty_four_apps_heartbeat_at_once() {
-    let mut s = setup().await;
+    let mut s = setup(patient_config()).await;
     let mut apps = Vec::new();
     for i in 0..64 {
         let mut app = RawApp::connect(&s.api).await;
@@ -301,7 +185,7 @@ async fn without_its_api_socket_the_daemon_still_heartbeats() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flood_is_cut_off_and_a_half_frame_harms_no_one() {
-    let mut s = setup().await;
+    let mut s = setup(patient_config()).await;
     let mut good = RawApp::connect(&s.api).await;
     good.register("good", 1000, 2).await;
     // Half a frame, then silence: it just waits.

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw_app;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
