@@ -252,3 +252,97 @@ async fn a_migration_is_voted_noticed_and_post_noticed_with_nothing_acted() {
         assert!(!ran(rig.vm(0), command), "{:?}", rig.vm(0).qmp_log());
     }
 }
+
+/// Each row of the event table, in an order one VM can go through: what the guest's script
+/// is told, and whether the host acts.
+const TABLE: [(EventType, &[&str], bool); 12] = [
+    (
+        EventType::Reboot,
+        &["revocable reboot", "irrevocable reboot"],
+        true,
+    ),
+    (
+        EventType::Pause,
+        &["revocable pause", "irrevocable pause"],
+        true,
+    ),
+    (EventType::Unpause, &["irrevocable unpause"], true),
+    (
+        EventType::Suspend,
+        &["revocable suspend", "irrevocable suspend"],
+        true,
+    ),
+    (EventType::Resume, &["irrevocable resume"], true),
+    (
+        EventType::ResizeBegin,
+        &["revocable resize_begin", "irrevocable resize_begin"],
+        false,
+    ),
+    (EventType::ResizeEnd, &["irrevocable resize_end"], false),
+    (
+        EventType::LiveMigrateBegin,
+        &[
+            "revocable live_migrate_begin",
+            "irrevocable live_migrate_begin",
+        ],
+        false,
+    ),
+    (
+        EventType::LiveMigrateEnd,
+        &["irrevocable live_migrate_end"],
+        false,
+    ),
+    (
+        EventType::ColdMigrateBegin,
+        &[
+            "revocable cold_migrate_begin",
+            "irrevocable cold_migrate_begin",
+        ],
+        false,
+    ),
+    (
+        EventType::ColdMigrateEnd,
+        &["irrevocable cold_migrate_end"],
+        false,
+    ),
+    (
+        EventType::Stop,
+        &["revocable stop", "irrevocable stop"],
+        true,
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_row_of_the_table_runs_as_written_without_a_corrective_action() {
+    let rig = rig_with_script(true).await;
+    let vm = rig.vm(0);
+    let mut told = 0;
+    for (event, calls_expected, acts) in TABLE {
+        if ![EventType::Unpause, EventType::Resume].contains(&event) {
+            wait_for("the guest heartbeats", LONG, || {
+                rig.state(vm) == Some(GuestState::Heartbeating)
+            })
+            .await;
+        }
+        let op = operate(&rig, event).await;
+        assert_eq!(state_name(&op), "done", "{event}: {op:?}");
+        let seen = calls(&rig);
+        assert_eq!(&seen[told..], calls_expected, "{event}: {op:?}");
+        told = seen.len();
+        let acted = op.steps.iter().any(|s| s.step == "act");
+        assert_eq!(acted, acts, "{event}: {op:?}");
+        for step in &op.steps {
+            let expected = match step.step {
+                "vote" => "accept",
+                "notify" | "post_notify" => "complete",
+                _ => "done",
+            };
+            assert_eq!(step.outcome, expected, "{event}: {op:?}");
+        }
+    }
+    no_corrective_action(&rig, vm);
+    assert_eq!(vm.resets(), 1);
+    for command in ["system_reset", "stop", "cont", "quit"] {
+        assert!(ran(vm, command), "{command}: {:?}", vm.qmp_log());
+    }
+}
