@@ -14,7 +14,10 @@ use std::time::Duration;
 use common::{HostConn, HostDouble, Running};
 use rustix::process::{kill_process, Pid, Signal};
 use tether_guest::{Daemon, GuestConfig, Options};
-use tether_proto::{ChallengeResponse, CorrectiveAction, Health};
+use tether_proto::{
+    ActionNotify, ActionResponse, ChallengeResponse, CorrectiveAction, EventType, Health, Message,
+    NotificationType, VoteResult,
+};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::oneshot;
@@ -201,5 +204,58 @@ async fn a_killed_app_is_removed_and_a_frozen_one_times_out_then_recovers() {
     assert!(Instant::now() - stopped >= Duration::from_millis(400));
     frozen.signal(Signal::CONT);
     until(&mut conn, "healthy after SIGCONT", healthy).await;
+    daemon.shutdown().await.unwrap();
+}
+
+/// Sends `action_notify` for `event` and returns the `action_response` (other messages are
+/// skipped).
+async fn ask(
+    conn: &mut HostConn,
+    event: EventType,
+    notification: NotificationType,
+) -> ActionResponse {
+    conn.send(Message::ActionNotify(ActionNotify {
+        invocation_id: 99,
+        event_type: event,
+        notification_type: notification,
+        timeout_ms: 10_000,
+    }))
+    .await;
+    loop {
+        if let (Message::ActionResponse(r), _) = conn.recv().await {
+            return r;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_c_sample_votes_no_on_its_trigger_and_completes_notifications() {
+    let dir = tether_testkit::temp_dir();
+    let bin = build_sample(dir.path());
+    let host = HostDouble::bind(dir.path());
+    let daemon = start_daemon(&host, dir.path());
+    let mut conn = host.accept().await;
+    conn.register().await;
+    let mut app = App::spawn(&bin, dir.path(), "capp", "400", "reboot");
+    app.expect_line("register_state true").await;
+
+    std::fs::write(dir.path().join("capp_vote_no_to_stop"), "").unwrap();
+    conn.challenge(1).await;
+    let r = ask(&mut conn, EventType::Stop, NotificationType::Revocable).await;
+    app.expect_line("action_notify stop revocable").await;
+    assert_eq!(
+        (r.invocation_id, r.vote_result, r.log_msg.as_str()),
+        (99, VoteResult::Reject, "capp votes no to stop")
+    );
+    conn.challenge(2).await;
+    let r = ask(&mut conn, EventType::Reboot, NotificationType::Revocable).await;
+    assert_eq!(
+        (r.vote_result, r.log_msg.as_str()),
+        (VoteResult::Accept, "")
+    );
+    conn.challenge(3).await;
+    let r = ask(&mut conn, EventType::Stop, NotificationType::Irrevocable).await;
+    app.expect_line("action_notify stop irrevocable").await;
+    assert_eq!(r.vote_result, VoteResult::Complete);
     daemon.shutdown().await.unwrap();
 }
