@@ -91,7 +91,7 @@ async fn run(vm: Arc<VmShared>, delay: Duration) {
         device: vm.paths.port.clone(),
         name: vm.name.clone(),
         config: config_for(&vm.guest_config, &vm.paths),
-        api_socket: None,
+        api_socket: Some(vm.paths.api.clone()),
     };
     tracing::debug!(vm = %vm.name, "guest booted");
     match Daemon::new(options).run(std::future::pending()).await {
@@ -171,6 +171,7 @@ mod tests {
             health_script: "/p/health".into(),
             unhealthy_flag: "/p/unhealthy".into(),
             event_script: event_script.map(Into::into),
+            api: "/p/api".into(),
             veto_flag: "/p/veto".into(),
             event_log: "/p/events".into(),
         }

@@ -42,7 +42,8 @@ pub struct SimConfig {
     /// Where the channel sockets go (the host agent watches this directory). The QMP sockets
     /// go here too unless [`Sim::start_with_qmp_dir`] puts them elsewhere.
     pub channel_dir: PathBuf,
-    /// Where each VM keeps its private files: the guest's port socket and health check.
+    /// Where each VM keeps its private files: the guest's port socket, its application API
+    /// socket ([`SimVm::api_socket`]), health check and event script.
     pub private_dir: PathBuf,
     /// The guest daemons' configuration. Each VM adds its own health-check script, run every
     /// second, or every `health_check_interval_secs` if that is longer (raise it for thousands

@@ -145,10 +145,11 @@ fn paths(config: &SimConfig, qmp_dir: &Path, uuid: &str) -> Result<VmPaths, SimE
         health_script: private("health"),
         unhealthy_flag: private("unhealthy"),
         event_script: config.event_script.then(|| private("event")),
+        api: private("api"),
         veto_flag: private("veto"),
         event_log: private("events"),
     };
-    for socket in [&paths.channel, &paths.qmp, &paths.port] {
+    for socket in [&paths.channel, &paths.qmp, &paths.port, &paths.api] {
         if socket.as_os_str().len() > MAX_SOCKET_PATH {
             return Err(SimError::PathTooLong(PathBuf::from(socket)));
         }

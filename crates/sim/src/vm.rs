@@ -35,6 +35,7 @@ pub(crate) struct VmPaths {
     pub health_script: PathBuf,
     pub unhealthy_flag: PathBuf,
     pub event_script: Option<PathBuf>,
+    pub api: PathBuf,
     pub veto_flag: PathBuf,
     pub event_log: PathBuf,
 }
@@ -266,6 +267,12 @@ impl SimVm {
     /// Running, paused or stopped.
     pub fn status(&self) -> VmStatus {
         self.shared.status()
+    }
+
+    /// The guest daemon's application API socket, where applications "inside" the VM
+    /// register (`tether-guest --api-socket`).
+    pub fn api_socket(&self) -> PathBuf {
+        self.shared.paths.api.clone()
     }
 
     /// Makes the VM's event script veto every vote with `reason` (`None`: accept again).

@@ -346,3 +346,135 @@ async fn every_row_of_the_table_runs_as_written_without_a_corrective_action() {
         assert!(ran(vm, command), "{command}: {:?}", vm.qmp_log());
     }
 }
+
+/// An application inside a VM, on the guest daemon's API socket: votes no to a stop, with a
+/// reason, and accepts everything else; runs on its own thread until told to stop.
+struct VetoingApp {
+    registered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    told: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct AppHandler {
+    registered: bool,
+    pending: Vec<(u32, api::Event, api::Notify)>,
+}
+
+use guest_heartbeat_api as api;
+
+impl api::Handler for AppHandler {
+    fn register_state(&mut self, registered: bool) {
+        self.registered = registered;
+    }
+
+    fn health_check(&mut self) -> api::HealthReport {
+        api::HealthReport {
+            healthy: true,
+            corrective_action: api::Action::None,
+            log_msg: String::new(),
+        }
+    }
+
+    fn action_notify(&mut self, invocation_id: u32, event: api::Event, notify: api::Notify) {
+        self.pending.push((invocation_id, event, notify));
+    }
+}
+
+impl VetoingApp {
+    fn start(socket: std::path::PathBuf) -> VetoingApp {
+        use std::sync::atomic::Ordering;
+        let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let registered = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (told2, stop2, registered2) = (told.clone(), stop.clone(), registered.clone());
+        let thread = std::thread::spawn(move || {
+            let mut client = api::Client::new(socket);
+            let registration = api::Registration {
+                name: "ledger".into(),
+                heartbeat_interval_ms: 1000,
+                vote_secs: 2,
+                shutdown_notice_secs: 2,
+                suspend_notice_secs: 2,
+                resume_notice_secs: 2,
+                corrective_action: api::Action::Log,
+            };
+            let _ = client.register(&registration);
+            let mut handler = AppHandler {
+                registered: false,
+                pending: Vec::new(),
+            };
+            while !stop2.load(Ordering::Relaxed) {
+                client.run_once(&mut handler, Duration::from_millis(50));
+                registered2.store(handler.registered, Ordering::Relaxed);
+                for (id, event, notify) in std::mem::take(&mut handler.pending) {
+                    told2.lock().unwrap().push(format!("{notify} {event}"));
+                    let (vote, why) = match (notify, event) {
+                        (api::Notify::Revocable, api::Event::Stop) => {
+                            (api::Vote::Reject, "ledger: 3 transactions in flight")
+                        }
+                        (api::Notify::Revocable, _) => (api::Vote::Accept, ""),
+                        _ => (api::Vote::Complete, ""),
+                    };
+                    let _ = client.send_action_response(id, event, notify, vote, why);
+                }
+            }
+            let _ = client.deregister("test over");
+        });
+        VetoingApp {
+            registered,
+            told,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn told(&self) -> Vec<String> {
+        self.told.lock().unwrap().clone()
+    }
+}
+
+impl Drop for VetoingApp {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_inside_the_vm_vetoes_a_stop_and_accepts_a_reboot() {
+    let rig = rig_with_script(true).await;
+    let vm = rig.vm(0);
+    let app = VetoingApp::start(vm.api_socket());
+    wait_for("the application is registered", LONG, || {
+        app.registered.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+
+    let op = operate(&rig, EventType::Stop).await;
+    assert_eq!(state_name(&op), "rejected", "{op:?}");
+    assert!(
+        op.reason
+            .as_deref()
+            .is_some_and(|r| r.contains("ledger: 3 transactions in flight")),
+        "{op:?}"
+    );
+    assert!(!ran(vm, "quit"));
+    assert_eq!(app.told(), ["revocable stop"]);
+    // The script was asked too, in parallel, and accepted.
+    assert_eq!(calls(&rig), ["revocable stop"]);
+
+    let op = operate(&rig, EventType::Pause).await;
+    assert_eq!(state_name(&op), "done", "{op:?}");
+    assert_eq!(
+        steps(&op),
+        [("vote", "accept"), ("notify", "complete"), ("act", "done")]
+    );
+    assert_eq!(
+        app.told(),
+        ["revocable stop", "revocable pause", "irrevocable pause"]
+    );
+    no_corrective_action(&rig, vm);
+}
