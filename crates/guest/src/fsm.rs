@@ -11,9 +11,9 @@
 //! The machine also owns the timer of the health-check script (run every
 //! `HEALTH_CHECK_INTERVAL` s while enabled) and the pending lifecycle action. An
 //! `action_notify` that arrives while enabled is put to the event script and to the registered
-//! applications at once; their answers are merged by a [`Tally`] (see [`crate::vote`]) and
-//! answered as soon as all are in, or at `timeout_ms − 1000` (when `timeout_ms > 1000`) with
-//! what is in by then. In any other state it is answered `complete` at once, as the reference
+//! applications at once; their answers are merged by a [`crate::vote::Tally`] and answered as
+//! soon as all are in, or at `timeout_ms − 1000` (when `timeout_ms > 1000`) with what is in by
+//! then. In any other state it is answered `complete` at once, as the reference
 //! guest does: before `init_ack` the host has no registration to act on. A new `action_notify`
 //! aborts the pending one, which is then never answered.
 //!
