@@ -3,6 +3,8 @@
 //! answers a vote, so an operation stays `voting` long enough to be seen running. The whole
 //! vote → notify → act sequence against the real guest is in the `tether` crate's tests.
 
+#![allow(clippy::unwrap_used)] // helpers outside #[test] functions unwrap too
+
 mod common;
 
 use std::time::Duration;

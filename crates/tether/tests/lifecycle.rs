@@ -408,7 +408,10 @@ impl VetoingApp {
                 client.run_once(&mut handler, Duration::from_millis(50));
                 registered2.store(handler.registered, Ordering::Relaxed);
                 for (id, event, notify) in std::mem::take(&mut handler.pending) {
-                    told2.lock().unwrap().push(format!("{notify} {event}"));
+                    told2
+                        .lock()
+                        .expect("not poisoned")
+                        .push(format!("{notify} {event}"));
                     let (vote, why) = match (notify, event) {
                         (api::Notify::Revocable, api::Event::Stop) => {
                             (api::Vote::Reject, "ledger: 3 transactions in flight")
@@ -430,7 +433,7 @@ impl VetoingApp {
     }
 
     fn told(&self) -> Vec<String> {
-        self.told.lock().unwrap().clone()
+        self.told.lock().expect("not poisoned").clone()
     }
 }
 
