@@ -45,34 +45,73 @@ impl ScriptOutcome {
 /// A running script; resolves when it has exited. Dropping it kills the script.
 pub type ScriptRun = Pin<Box<dyn Future<Output = ScriptOutcome> + Send>>;
 
-/// Starts `program` with `args`.
+/// How often a start refused with `ETXTBSY` is tried again, and how long apart.
+const BUSY_RETRIES: u32 = 20;
+const BUSY_WAIT: Duration = Duration::from_millis(10);
+
+/// Starts `program` with `args`. A script that was just written can be refused with
+/// `ETXTBSY` while another thread of this process forks (the child holds the writer's
+/// descriptor until it execs); such a start is tried again a few times, 10 ms apart.
 pub fn spawn(program: &Path, args: &[&str]) -> ScriptRun {
-    let mut command = Command::new(program);
-    command
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    match start(program, &args) {
+        Ok(child) => {
+            let guard = GroupGuard::of(&child);
+            Box::pin(collect(child, guard))
+        }
+        Err(e) if is_busy(&e) => {
+            let program = program.to_path_buf();
+            Box::pin(async move {
+                let mut last = e;
+                for _ in 0..BUSY_RETRIES {
+                    tokio::time::sleep(BUSY_WAIT).await;
+                    match start(&program, &args) {
+                        Ok(child) => {
+                            let guard = GroupGuard::of(&child);
+                            return collect(child, guard).await;
+                        }
+                        Err(e) if is_busy(&e) => last = e,
+                        Err(e) => return not_started(&program, &e),
+                    }
+                }
+                not_started(&program, &last)
+            })
+        }
+        Err(e) => Box::pin(std::future::ready(not_started(program, &e))),
+    }
+}
+
+fn start(program: &Path, args: &[String]) -> std::io::Result<Child> {
+    Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .process_group(0)
-        .kill_on_drop(true);
-    match command.spawn() {
-        Ok(child) => {
-            let guard = GroupGuard(child.id().and_then(|id| Pid::from_raw(id as i32)));
-            Box::pin(collect(child, guard))
-        }
-        Err(e) => {
-            let output = format!("Cannot run {}: {e}", program.display());
-            Box::pin(std::future::ready(ScriptOutcome {
-                code: None,
-                output,
-                failed_to_start: true,
-            }))
-        }
+        .kill_on_drop(true)
+        .spawn()
+}
+
+fn is_busy(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ExecutableFileBusy
+}
+
+fn not_started(program: &Path, e: &std::io::Error) -> ScriptOutcome {
+    ScriptOutcome {
+        code: None,
+        output: format!("Cannot run {}: {e}", program.display()),
+        failed_to_start: true,
     }
 }
 
 /// Kills the process group of a script that has not been waited for, when dropped.
 struct GroupGuard(Option<Pid>);
+
+impl GroupGuard {
+    fn of(child: &Child) -> GroupGuard {
+        GroupGuard(child.id().and_then(|id| Pid::from_raw(id as i32)))
+    }
+}
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
