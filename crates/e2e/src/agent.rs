@@ -180,6 +180,11 @@ impl Agent {
         http_get(&self.api_socket, path)
     }
 
+    /// `POST path` with a JSON `body` on the agent's API socket: status and JSON body.
+    pub fn post(&self, path: &str, body: &str) -> Result<(u16, Value), AgentError> {
+        http_request(&self.api_socket, "POST", path, body)
+    }
+
     /// The API socket's path.
     pub fn api_socket(&self) -> &Path {
         &self.api_socket
@@ -216,6 +221,16 @@ fn parse_event(line: &str) -> Option<JournalEvent> {
 
 /// A one-shot HTTP/1.1 GET over a UNIX socket (`Connection: close`).
 pub fn http_get(socket: &Path, path: &str) -> Result<(u16, Value), AgentError> {
+    http_request(socket, "GET", path, "")
+}
+
+/// A one-shot HTTP/1.1 request with a JSON body over a UNIX socket (`Connection: close`).
+pub fn http_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, Value), AgentError> {
     let io = |source| AgentError::Api {
         path: socket.to_path_buf(),
         source,
@@ -224,7 +239,11 @@ pub fn http_get(socket: &Path, path: &str) -> Result<(u16, Value), AgentError> {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(io)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).map_err(io)?;
     let mut response = Vec::new();
     stream

@@ -360,3 +360,83 @@ async fn agent_restart_reconnects_without_recovery() {
     let boots = vm.console().matches("init: ready at").count();
     assert_eq!(boots, 1, "the guest rebooted:\n{}", vm.console());
 }
+
+/// The event script of the planned-reboot image: accepts, and says so on the console.
+const EVENT_SCRIPT: &str = r#"#!/bin/sh
+echo "event script: $1 $2" > /dev/console
+echo "ready for $2"
+exit 0
+"#;
+
+/// A reboot ordered through the agent's operation API: the guest votes, is told, the VM is
+/// reset through QMP, the guest comes back, and the loss of heartbeat during the reboot is
+/// no failure.
+#[tokio::test]
+async fn planned_reboot_is_voted_noticed_and_not_a_loss() {
+    let Some((setup, scratch)) = Scratch::prepare("planned_reboot_is_voted_noticed_and_not_a_loss")
+    else {
+        return;
+    };
+    let config = "HB_INTERVAL=1000\nVOTE=3\nSHUTDOWN_NOTICE=3\nRESTART=60\n\
+        EVENT_NOTIFICATION_SCRIPT=/etc/tether/event\n";
+    let image = GuestImage::new("e2e-planned").config(config).file(
+        "/etc/tether/event",
+        0o755,
+        EVENT_SCRIPT.as_bytes(),
+    );
+    let agent = scratch.start_agent();
+    let vm = scratch.boot(&setup, &image);
+    wait_event(&agent, &vm, "heartbeat_started", 0, BOOT_TIMEOUT).await;
+    let mark = agent.journal_mark();
+
+    let path = format!("/v1/instances/{}/actions", vm.uuid());
+    let (status, started) = agent
+        .post(&path, r#"{"action": "reboot"}"#)
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let operation = format!("/v1/operations/{id}");
+    let mut op = serde_json::Value::Null;
+    wait_for("the reboot operation ends", 30 * INTERVAL, || {
+        op = agent
+            .get(&operation)
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        ["done", "rejected", "failed"].contains(&op["state"].as_str().unwrap_or(""))
+    })
+    .await;
+    assert_eq!(op["state"], "done", "{op}");
+    let steps: Vec<(String, String)> = op["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| (s["step"].to_string(), s["outcome"].to_string()))
+        .collect();
+    let expected: Vec<(String, String)> =
+        [("vote", "accept"), ("notify", "complete"), ("act", "done")]
+            .iter()
+            .map(|(a, b)| (format!("{a:?}"), format!("{b:?}")))
+            .collect();
+    assert_eq!(steps, expected, "{op}");
+
+    let what = "the guest registers again after the reboot";
+    wait_for(what, BOOT_TIMEOUT, || {
+        count(&agent.events_of(vm.uuid(), mark), "heartbeat_started") >= 1
+    })
+    .await;
+    let console = vm.console();
+    assert!(
+        console.contains("event script: revocable reboot"),
+        "{console}"
+    );
+    assert!(
+        console.contains("event script: irrevocable reboot"),
+        "{console}"
+    );
+    assert_eq!(console.matches("init: ready at").count(), 2, "{console}");
+    let events = agent.events_of(vm.uuid(), mark);
+    for event in RECOVERY_EVENTS {
+        assert_eq!(count(&events, event), 0, "{event} in {events:?}");
+    }
+    eprintln!("planned reboot: {op}");
+}
