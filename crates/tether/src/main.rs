@@ -1,10 +1,12 @@
-//! `tether`: one binary for the host agent, the simulator, the demo, the benchmarks and (later)
-//! the controller and the CLI, as subcommands.
+//! `tether`: one binary for the host agent, the simulator, the demo, the benchmarks and the
+//! operator's CLI (`tether ctl`), as subcommands.
 //!
 //! Exit status: 0 on success or a clean shutdown, 1 when the command failed at run time, 2 for
-//! bad flags or configuration (clap's own convention for usage errors).
+//! bad flags or configuration (clap's own convention for usage errors); `tether ctl` adds 3
+//! (no such host or instance) and 4 (token refused).
 
 mod bench_cmd;
+mod ctl;
 mod demo;
 mod host_cmd;
 mod logging;
@@ -36,6 +38,8 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// Measure the host agent and the guest daemon against their targets and a baseline.
     Bench(bench_cmd::BenchCmd),
+    /// Ask a controller about hosts, instances and events, and change reporting.
+    Ctl(ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,13 +64,16 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Sim(args) => sim_cmd::run(args).await,
             Command::Bench(cmd) => cmd.run().await,
+            Command::Ctl(args) => ctl::run(args).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tether: {e:#}");
-            ExitCode::from(e.downcast_ref::<ConfigProblem>().map_or(1, |_| 2))
+            let status = ctl::exit_status(&e)
+                .unwrap_or_else(|| e.downcast_ref::<ConfigProblem>().map_or(1, |_| 2));
+            ExitCode::from(status)
         }
     }
 }

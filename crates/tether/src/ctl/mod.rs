@@ -1,0 +1,429 @@
+//! `tether ctl`: the operator's command line for a controller.
+//!
+//! `tether ctl --controller URL [--token-file FILE] [--json] <hosts|instances|events> …`
+//! prints human tables, or the controller's JSON with `--json` for scripts. Exit status: 0
+//! success, 1 the controller could not be reached or refused the request, 2 bad flags or
+//! configuration, 3 no such host or instance, 4 the controller refused the token.
+
+mod client;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+pub use client::{ApiError, ControllerClient};
+
+/// Flags of `tether ctl`.
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The controller's URL (`http://host:port`).
+    #[arg(long, env = "TETHER_CONTROLLER", value_name = "URL")]
+    controller: String,
+    /// File holding the API token (else the `TETHER_TOKEN` environment variable).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Print the controller's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(Debug, Subcommand)]
+enum What {
+    /// Compute hosts: list, show one, enable or disable their heartbeat reporting.
+    Hosts {
+        #[command(subcommand)]
+        action: Option<HostAction>,
+    },
+    /// Instances (VMs): list, show one, enable or disable their heartbeat reporting.
+    Instances {
+        #[command(subcommand)]
+        action: Option<InstanceAction>,
+        /// Only the instances of this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only the instances in this state (`heartbeating`, `lost`, …).
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// The event log; `--follow` keeps printing new events as they come.
+    Events(EventArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum HostAction {
+    /// One host.
+    Show { name: String },
+    /// Report this host's guest failures (the default).
+    Enable { name: String },
+    /// Stop reporting this host's guest failures.
+    Disable { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum InstanceAction {
+    /// One instance.
+    Show { uuid: String },
+    /// Report this instance's heartbeat failures (the default).
+    Enable { uuid: String },
+    /// Stop reporting this instance's heartbeat failures.
+    Disable { uuid: String },
+    /// Override the corrective action the guest asked for (`reboot`, `stop`, `log`), or
+    /// `default` to use the guest's own again.
+    Action { uuid: String, action: String },
+}
+
+#[derive(Debug, Args)]
+struct EventArgs {
+    /// Only this instance's events.
+    #[arg(long)]
+    instance: Option<String>,
+    /// Only this host's events.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only events of this type (`heartbeat_lost`, …).
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<String>,
+    /// Only events at or after this time (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
+    /// At most this many events.
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+    /// After the stored events, keep printing new ones until Ctrl-C.
+    #[arg(long)]
+    follow: bool,
+}
+
+/// The exit status `tether ctl` gives for `error`.
+pub fn exit_status(error: &anyhow::Error) -> Option<u8> {
+    match error.downcast_ref::<ApiError>()? {
+        ApiError::NotFound(_) => Some(3),
+        ApiError::Unauthorized(_) => Some(4),
+        ApiError::Refused { .. } => Some(1),
+    }
+}
+
+/// Runs one `tether ctl` command.
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let token = read_token(args.token_file.as_deref())?;
+    let client = ControllerClient::new(&args.controller, token)
+        .map_err(|e| crate::ConfigProblem(format!("{e:#}")))?;
+    let out = Output { json: args.json };
+    match args.what {
+        What::Hosts { action } => hosts(&client, action, out).await,
+        What::Instances {
+            action,
+            host,
+            state,
+        } => instances(&client, action, host, state, out).await,
+        What::Events(events_args) => events(&client, events_args, out).await,
+    }
+}
+
+/// The token from `file` (trimmed), or from `TETHER_TOKEN`.
+fn read_token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("Cannot read the token file {}", path.display()))?,
+        None => std::env::var("TETHER_TOKEN").map_err(|_| {
+            crate::ConfigProblem("No token: give --token-file FILE or set TETHER_TOKEN".into())
+        })?,
+    };
+    let token = token.trim().to_owned();
+    if token.is_empty() {
+        return Err(crate::ConfigProblem("The token is empty".into()).into());
+    }
+    Ok(token)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn show(self, value: &Value, columns: &[&str]) {
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+            return;
+        }
+        let rows: Vec<&Value> = match value {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        print!("{}", table(columns, &rows));
+    }
+}
+
+const HOST_COLUMNS: [&str; 5] = [
+    "name",
+    "reporting_enabled",
+    "api_url",
+    "last_seen",
+    "acked_seq",
+];
+const INSTANCE_COLUMNS: [&str; 7] = [
+    "uuid",
+    "name",
+    "host",
+    "state",
+    "health",
+    "corrective_action",
+    "reporting_enabled",
+];
+const EVENT_COLUMNS: [&str; 5] = ["ts", "host", "name", "event", "details"];
+
+async fn hosts(
+    client: &ControllerClient,
+    action: Option<HostAction>,
+    out: Output,
+) -> anyhow::Result<()> {
+    let value = match action {
+        None => client.get("/v1/hosts").await?,
+        Some(HostAction::Show { name }) => {
+            client.get(&format!("/v1/hosts/{}", segment(&name))).await?
+        }
+        Some(HostAction::Enable { name }) => {
+            client
+                .post(&format!("/v1/hosts/{}/enable", segment(&name)), None)
+                .await?
+        }
+        Some(HostAction::Disable { name }) => {
+            client
+                .post(&format!("/v1/hosts/{}/disable", segment(&name)), None)
+                .await?
+        }
+    };
+    out.show(&value, &HOST_COLUMNS);
+    Ok(())
+}
+
+async fn instances(
+    client: &ControllerClient,
+    action: Option<InstanceAction>,
+    host: Option<String>,
+    state: Option<String>,
+    out: Output,
+) -> anyhow::Result<()> {
+    let value = match action {
+        None => {
+            let query = query(&[("host", host.as_deref()), ("state", state.as_deref())]);
+            client.get(&format!("/v1/instances{query}")).await?
+        }
+        Some(InstanceAction::Show { uuid }) => {
+            client
+                .get(&format!("/v1/instances/{}", segment(&uuid)))
+                .await?
+        }
+        Some(InstanceAction::Enable { uuid }) => {
+            client
+                .post(&format!("/v1/instances/{}/enable", segment(&uuid)), None)
+                .await?
+        }
+        Some(InstanceAction::Disable { uuid }) => {
+            client
+                .post(&format!("/v1/instances/{}/disable", segment(&uuid)), None)
+                .await?
+        }
+        Some(InstanceAction::Action { uuid, action }) => {
+            let body = match action.as_str() {
+                "default" => json!({"action": null}),
+                "reboot" | "stop" | "log" => json!({"action": action}),
+                other => {
+                    let problem = format!("Unknown action {other:?}: reboot, stop, log or default");
+                    return Err(crate::ConfigProblem(problem).into());
+                }
+            };
+            let path = format!("/v1/instances/{}/corrective-action", segment(&uuid));
+            client.put(&path, &body).await?
+        }
+    };
+    out.show(&value, &INSTANCE_COLUMNS);
+    Ok(())
+}
+
+async fn events(client: &ControllerClient, args: EventArgs, out: Output) -> anyhow::Result<()> {
+    let limit = args.limit.to_string();
+    let filters = [
+        ("instance", args.instance.as_deref()),
+        ("host", args.host.as_deref()),
+        ("type", args.kind.as_deref()),
+        ("since", args.since.as_deref()),
+    ];
+    let mut with_limit = filters.to_vec();
+    with_limit.push(("limit", Some(limit.as_str())));
+    let value = client
+        .get(&format!("/v1/events{}", query(&with_limit)))
+        .await?;
+    let stored = value["events"].clone();
+    out.show(&stored, &EVENT_COLUMNS);
+    if !args.follow {
+        return Ok(());
+    }
+    let last = stored
+        .as_array()
+        .and_then(|events| events.last())
+        .and_then(|e| e["id"].as_u64());
+    let after = last.map(|id| id.to_string());
+    let mut stream_filters = filters.to_vec();
+    stream_filters.push(("after", after.as_deref()));
+    let path = format!("/v1/events/stream{}", query(&stream_filters));
+    let shown = |event: Value| {
+        if matches_filters(&event, &filters) {
+            if out.json {
+                println!("{event}");
+            } else {
+                print!("{}", table_rows(&EVENT_COLUMNS, &[&event]));
+            }
+        }
+        true
+    };
+    tokio::select! {
+        result = client.follow(&path, shown) => result,
+        _ = crate::shutdown::signalled() => Ok(()),
+    }
+}
+
+/// Whether a streamed event passes the `--instance`, `--host` and `--type` filters.
+fn matches_filters(event: &Value, filters: &[(&str, Option<&str>)]) -> bool {
+    filters.iter().all(|(key, want)| {
+        let field = if *key == "type" { "event" } else { key };
+        match want {
+            Some(want) if *key != "since" => event[field].as_str() == Some(*want),
+            _ => true,
+        }
+    })
+}
+
+/// `?k=v&…` of the given pairs, values percent-encoded; empty when none is set.
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", segment(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// `text` percent-encoded for a path segment or a query value.
+fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A value as a table cell: strings bare, objects as `k=v` pairs, null as `-`.
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", cell(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => other.to_string(),
+    }
+}
+
+/// An aligned table with a header line.
+fn table(columns: &[&str], rows: &[&Value]) -> String {
+    let header: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| columns.iter().map(|c| cell(&row[*c])).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for line in &body {
+        for (w, c) in widths.iter_mut().zip(line) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for line in std::iter::once(&header).chain(&body) {
+        out.push_str(&aligned(line, &widths));
+    }
+    out
+}
+
+/// Rows without a header (for followed events), each column at least its header's width.
+fn table_rows(columns: &[&str], rows: &[&Value]) -> String {
+    let widths: Vec<usize> = columns.iter().map(|c| c.len().max(12)).collect();
+    rows.iter()
+        .map(|row| {
+            aligned(
+                &columns.iter().map(|c| cell(&row[*c])).collect::<Vec<_>>(),
+                &widths,
+            )
+        })
+        .collect()
+}
+
+fn aligned(cells: &[String], widths: &[usize]) -> String {
+    let mut line = cells
+        .iter()
+        .zip(widths)
+        .map(|(c, w)| format!("{c:<w$}"))
+        .collect::<Vec<_>>()
+        .join("  ");
+    line.truncate(line.trim_end().len());
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_encode_values_and_skip_unset_ones() {
+        assert_eq!(query(&[("a", None)]), "");
+        assert_eq!(
+            query(&[
+                ("host", Some("compute 0")),
+                ("state", None),
+                ("since", Some("2026-11-23T10:00:00Z"))
+            ]),
+            "?host=compute%200&since=2026-11-23T10%3A00%3A00Z"
+        );
+    }
+
+    #[test]
+    fn tables_align_columns_and_show_missing_values() {
+        let rows = [
+            json!({"name": "compute-0", "acked_seq": 12}),
+            json!({"name": "c1"}),
+        ];
+        let refs: Vec<&Value> = rows.iter().collect();
+        assert_eq!(
+            table(&["name", "acked_seq"], &refs),
+            "NAME       ACKED_SEQ\ncompute-0  12\nc1         -\n"
+        );
+    }
+
+    #[test]
+    fn streamed_events_are_filtered_like_stored_ones() {
+        let event = json!({"instance": "u1", "host": "h", "event": "heartbeat_lost"});
+        assert!(matches_filters(
+            &event,
+            &[("type", Some("heartbeat_lost")), ("since", Some("x"))]
+        ));
+        assert!(!matches_filters(&event, &[("instance", Some("u2"))]));
+    }
+}
