@@ -173,14 +173,20 @@ impl Harness {
     }
 }
 
-/// Reads a journal, asserting that every line is a JSON object with a well-formed `ts`, an
-/// `instance` and a pinned `event` name.
+/// Reads a journal, asserting that every line is a JSON object with a `seq` one above the
+/// line before, a well-formed `ts`, an `instance` and a pinned `event` name.
 pub fn read_journal(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    let mut last_seq = 0;
     text.lines()
         .map(|line| {
             let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let seq = event["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no seq: {line}"));
+            assert_eq!(seq, last_seq + 1, "seq out of order: {line}");
+            last_seq = seq;
             let ts = event["ts"]
                 .as_str()
                 .unwrap_or_else(|| panic!("no ts: {line}"));

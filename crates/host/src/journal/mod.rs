@@ -1,14 +1,26 @@
 //! The journal: every state change and action, one JSON object per line, appended.
 //!
 //! Supervisors send [`Event`]s through a cheap, cloneable [`Journal`] handle; a single
-//! [`JournalWriter`] task formats each one as a line (`ts`, `instance`, `event`, then the
-//! event's fields) and writes it with one `write` call, so a line is never interleaved and is
-//! in the file (the kernel's page cache) as soon as it is written. The write is a small
+//! [`JournalWriter`] task formats each one as a line (`seq`, `ts`, `instance`, `event`, then
+//! the event's fields) and writes it with one `write` call, so a line is never interleaved and
+//! is in the file (the kernel's page cache) as soon as it is written. The write is a small
 //! blocking append to a local file, done on the writer task itself: that keeps the order
 //! strict and costs microseconds per event, and events are rare (state changes, never one per
 //! heartbeat). On shutdown the writer drains every queued event before it returns.
 //!
+//! `seq` numbers the lines of one host agent 1, 2, 3, … with no gap, across restarts: at open
+//! the writer reads the end of the existing file backwards ([`tail`]) and continues from its
+//! last complete line. A torn last line (a crash mid-write) is ended with a newline and left
+//! as it is; readers skip it and its number is not used. After each line the writer publishes
+//! its `seq` on a [`watch`] channel ([`JournalWriter::written`]), which the controller link
+//! follows; the link reads the lines themselves back from the file ([`JournalReader`]), so
+//! the file stays the single durable record of what the controller has not acknowledged.
+//!
 //! Format version: lines carry no version key; fields are only ever added, never renamed.
+//! `seq` was added first in each line; readers accept lines without it (older journals).
+
+mod read;
+mod tail;
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -20,7 +32,9 @@ use serde::Serialize;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+
+pub use read::{JournalReader, Sequenced};
 
 /// The `event` names written to the journal (pinned: other tools read them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -180,9 +194,13 @@ pub struct JournalWriter {
     path: PathBuf,
     file: File,
     rx: mpsc::UnboundedReceiver<Event>,
+    /// The `seq` of the last line written.
+    written: watch::Sender<u64>,
+    /// A write failed part-way: the next line starts with a newline to end the partial one.
+    dirty: bool,
 }
 
-/// Opens (creating it and its directories) the journal for appending.
+/// Opens (creating it and its directories) the journal for appending, continuing its `seq`.
 pub fn open(path: &Path) -> Result<(Journal, JournalWriter), JournalError> {
     let error = |source| JournalError {
         path: path.to_owned(),
@@ -191,32 +209,62 @@ pub fn open(path: &Path) -> Result<(Journal, JournalWriter), JournalError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(error)?;
     }
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(path)
         .map_err(error)?;
+    let tail = tail::read_tail(&file).map_err(error)?;
+    if tail.torn {
+        tracing::warn!(path = %path.display(), last_seq = tail.last_seq,
+            "The journal ends in a torn line (a crash while writing it); skipping it");
+        file.write_all(b"\n").map_err(error)?;
+    }
+    if tail.garbled > 0 {
+        tracing::warn!(path = %path.display(), lines = tail.garbled,
+            "The journal ends in lines that are not JSON; skipping them");
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = JournalWriter {
         path: path.to_owned(),
         file,
         rx,
+        written: watch::Sender::new(tail.last_seq),
+        dirty: false,
     };
     Ok((Journal { tx }, writer))
 }
 
 impl JournalWriter {
+    /// The `seq` of the last line in the file, updated after every line written.
+    pub fn written(&self) -> watch::Receiver<u64> {
+        self.written.subscribe()
+    }
+
     /// Writes events until every [`Journal`] handle is dropped and the queue is empty.
     pub async fn run(mut self) {
         let mut line = Vec::with_capacity(256);
         let mut failures = crate::limits::Throttle::new(1, std::time::Duration::from_secs(60));
         while let Some(event) = self.rx.recv().await {
+            let seq = *self.written.borrow() + 1;
             line.clear();
-            format_line(&mut line, &event);
-            if let Err(e) = self.file.write_all(&line) {
-                if let Some(suppressed) = failures.allow(tokio::time::Instant::now()) {
-                    tracing::error!(path = %self.path.display(), error = %e, suppressed,
-                        "Cannot append to the journal");
+            if self.dirty {
+                line.push(b'\n');
+            }
+            format_line(&mut line, seq, &event);
+            match self.file.write_all(&line) {
+                Ok(()) => {
+                    self.dirty = false;
+                    self.written.send_replace(seq);
+                }
+                Err(e) => {
+                    // The number is kept for the next line, so the file never has a gap.
+                    self.dirty = true;
+                    if let Some(suppressed) = failures.allow(tokio::time::Instant::now()) {
+                        tracing::error!(path = %self.path.display(), error = %e, suppressed,
+                            "Cannot append to the journal");
+                    }
                 }
             }
         }
@@ -225,6 +273,7 @@ impl JournalWriter {
 
 #[derive(Serialize)]
 struct Line<'a> {
+    seq: u64,
     ts: String,
     instance: &'a str,
     event: EventKind,
@@ -244,9 +293,11 @@ pub fn format_ts(at: SystemTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }
 
-/// Appends the event as one JSON line (newline included) to `out`.
-pub fn format_line(out: &mut Vec<u8>, event: &Event) {
+/// Appends the event as one JSON line numbered `seq` (newline included) to `out`.
+pub fn format_line(out: &mut Vec<u8>, seq: u64, event: &Event) {
+    let start = out.len();
     let line = Line {
+        seq,
         ts: format_ts(event.at),
         instance: &event.instance,
         event: event.kind,
@@ -256,7 +307,7 @@ pub fn format_line(out: &mut Vec<u8>, event: &Event) {
     if serde_json::to_writer(&mut *out, &line).is_ok() {
         out.push(b'\n');
     } else {
-        out.clear();
+        out.truncate(start);
     }
 }
 
@@ -279,8 +330,9 @@ mod tests {
             },
         };
         let mut out = Vec::new();
-        format_line(&mut out, &event);
+        format_line(&mut out, 42, &event);
         let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("{\"seq\":42,\"ts\":"), "{text}");
         assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["ts"], "2023-11-14T22:13:20.123Z");
@@ -289,7 +341,8 @@ mod tests {
         assert_eq!(json["name"], "vm \"1\"");
         assert_eq!(json["action"], "reboot");
         assert_eq!(json["misses"], 2);
-        assert_eq!(json.as_object().unwrap().len(), 6);
+        assert_eq!(json["seq"], 42);
+        assert_eq!(json.as_object().unwrap().len(), 7);
     }
 
     #[test]
@@ -324,5 +377,60 @@ mod tests {
             .collect();
         assert_eq!(names.len(), EventKind::ALL.len());
         assert_eq!(names[0], "\"channel_connected\"");
+    }
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            at: SystemTime::now(),
+            instance: "i".into(),
+            name: String::new(),
+            kind,
+            details: Details::default(),
+        }
+    }
+
+    async fn write_events(path: &Path, n: usize) -> u64 {
+        let (journal, writer) = open(path).unwrap();
+        let written = writer.written();
+        let task = tokio::spawn(writer.run());
+        for _ in 0..n {
+            journal.record(event(EventKind::HeartbeatMissed));
+        }
+        drop(journal);
+        task.await.unwrap();
+        let last = *written.borrow();
+        last
+    }
+
+    fn seqs(path: &Path) -> Vec<u64> {
+        let text = std::fs::read_to_string(path).unwrap();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn seq_continues_across_reopens_and_skips_a_torn_line() {
+        let dir = tether_testkit::temp_dir();
+        let path = dir.path().join("journal.jsonl");
+        assert_eq!(write_events(&path, 3).await, 3);
+        assert_eq!(write_events(&path, 2).await, 5);
+        assert_eq!(seqs(&path), [1, 2, 3, 4, 5]);
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"seq\":6,\"ts\":\"2026-01-0").unwrap();
+        drop(file);
+        let (_journal, writer) = open(&path).unwrap();
+        assert_eq!(*writer.written().borrow(), 5);
+        drop((_journal, writer));
+        assert_eq!(write_events(&path, 2).await, 7);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 8, "{text}");
+        assert_eq!(
+            lines[5], "{\"seq\":6,\"ts\":\"2026-01-0",
+            "the torn line is kept apart"
+        );
+        assert_eq!(seqs(&path), [1, 2, 3, 4, 5, 6, 7]);
     }
 }
