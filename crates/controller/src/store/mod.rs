@@ -1,0 +1,371 @@
+//! The controller's durable state: hosts, instances and the event log.
+//!
+//! [`Store`] is the typed boundary between the HTTP API and the database: handlers parse and
+//! validate a request into the records below (never JSON into the store), then call one
+//! method, which does its whole change in one transaction. [`SqliteStore`] is the embedded
+//! implementation.
+
+mod migrations;
+mod sqlite;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use migrations::SCHEMA_VERSION;
+pub use sqlite::{SqliteStore, FILE_NAME};
+
+/// A compute host that registered with the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostRecord {
+    /// The host's name, as the agent gave it.
+    pub name: String,
+    /// Where the host agent's API listens, if it serves one the controller can reach.
+    pub api_url: Option<String>,
+    /// Whether failures on this host are reported (to the VIM and recovery).
+    pub reporting_enabled: bool,
+    /// When the host first registered (RFC 3339, UTC).
+    pub registered_at: String,
+    /// When the host last registered or sent events.
+    pub last_seen: String,
+    /// The highest per-host event sequence number stored (0 before any).
+    pub acked_seq: u64,
+}
+
+/// A guest as the controller knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceRecord {
+    /// Instance uuid.
+    pub uuid: String,
+    /// The host that last reported it.
+    pub host: String,
+    /// Name from the guest's `init` (empty before one).
+    pub name: String,
+    /// The host agent's state name (`heartbeating`, `lost`, …), or `gone` once its host
+    /// re-registered without it.
+    pub state: String,
+    /// Heartbeat interval in use.
+    pub interval_ms: Option<u32>,
+    /// Health in the latest answer.
+    pub health: Option<String>,
+    /// The corrective action the guest asked for.
+    pub corrective_action: Option<String>,
+    /// The guest's latest reason text.
+    pub reason: String,
+    /// Whether failures of this instance are reported.
+    pub reporting_enabled: bool,
+    /// An operator's corrective action that replaces the guest's, if set.
+    pub corrective_override: Option<CorrectiveAction>,
+    /// When the row last changed (RFC 3339, UTC).
+    pub updated_at: String,
+}
+
+/// A corrective action an operator can impose on an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrectiveAction {
+    /// Reboot the guest.
+    Reboot,
+    /// Stop the guest.
+    Stop,
+    /// Only log the failure.
+    Log,
+}
+
+impl CorrectiveAction {
+    /// The action's name on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorrectiveAction::Reboot => "reboot",
+            CorrectiveAction::Stop => "stop",
+            CorrectiveAction::Log => "log",
+        }
+    }
+}
+
+impl fmt::Display for CorrectiveAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for CorrectiveAction {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "reboot" => Ok(CorrectiveAction::Reboot),
+            "stop" => Ok(CorrectiveAction::Stop),
+            "log" => Ok(CorrectiveAction::Log),
+            _ => Err(()),
+        }
+    }
+}
+
+/// One instance in a host's registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceReport {
+    /// Instance uuid.
+    pub uuid: String,
+    /// Name from the guest's `init`.
+    pub name: String,
+    /// The host agent's state name.
+    pub state: String,
+    /// Heartbeat interval in use.
+    pub interval_ms: Option<u32>,
+    /// Health in the latest answer.
+    pub health: Option<String>,
+    /// The corrective action the guest asked for.
+    pub corrective_action: Option<String>,
+    /// The guest's latest reason text.
+    pub reason: String,
+}
+
+/// A host agent's registration: who it is and its full current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The host's name.
+    pub host: String,
+    /// Where its API listens, if anywhere.
+    pub api_url: Option<String>,
+    /// Every instance it supervises now.
+    pub instances: Vec<InstanceReport>,
+}
+
+/// An event from a host agent's journal, validated, not yet stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Per-host sequence number, from 1, contiguous.
+    pub seq: u64,
+    /// When it happened, as the host wrote it (RFC 3339).
+    pub ts: String,
+    /// `ts` in milliseconds since the Unix epoch, for time queries.
+    pub ts_ms: i64,
+    /// Instance uuid.
+    pub instance: String,
+    /// Instance name (may be empty).
+    pub name: String,
+    /// The journal's event name (`heartbeat_lost`, …).
+    pub event: String,
+    /// Every other key of the journal line.
+    pub details: Map<String, Value>,
+}
+
+/// An event in the controller's log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    /// Global position in the log (increasing).
+    pub id: u64,
+    /// The host that reported it.
+    pub host: String,
+    /// The host's sequence number for it.
+    pub seq: u64,
+    /// When it happened, as the host wrote it.
+    pub ts: String,
+    /// Instance uuid.
+    pub instance: String,
+    /// Instance name (may be empty).
+    pub name: String,
+    /// Event name.
+    pub event: String,
+    /// The event's other fields.
+    pub details: Map<String, Value>,
+}
+
+/// What [`Store::append_events`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    /// The host's highest stored sequence number afterwards.
+    pub acked_seq: u64,
+    /// The events newly stored, in log order (replayed ones are not repeated).
+    pub stored: Vec<StoredEvent>,
+}
+
+/// Which instances to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InstanceFilter {
+    /// Only those on this host.
+    pub host: Option<String>,
+    /// Only those in this state.
+    pub state: Option<String>,
+}
+
+/// Default number of events a query returns.
+pub const DEFAULT_EVENT_LIMIT: u32 = 100;
+/// Most events a query returns.
+pub const MAX_EVENT_LIMIT: u32 = 1000;
+
+/// Which events to read; every set field must match. Results are ordered by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventQuery {
+    /// Only this instance's.
+    pub instance: Option<String>,
+    /// Only this host's.
+    pub host: Option<String>,
+    /// Only events of this name.
+    pub event: Option<String>,
+    /// Only events at or after this time (milliseconds since the Unix epoch).
+    pub since_ms: Option<i64>,
+    /// Only events with an id above this.
+    pub after: Option<u64>,
+    /// At most this many (1..=[`MAX_EVENT_LIMIT`]).
+    pub limit: u32,
+}
+
+impl Default for EventQuery {
+    fn default() -> Self {
+        EventQuery {
+            instance: None,
+            host: None,
+            event: None,
+            since_ms: None,
+            after: None,
+            limit: DEFAULT_EVENT_LIMIT,
+        }
+    }
+}
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database file cannot be created or opened.
+    #[error("Cannot open the database {path}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The data directory cannot be created.
+    #[error("Cannot create the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database was written by a newer controller.
+    #[error(
+        "The database {path} has schema version {found}, newer than this controller's \
+         {supported}; run a controller at least as new as the one that wrote it"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// A migration could not be applied.
+    #[error("Cannot migrate the database {path} to schema version {version}")]
+    Migrate {
+        /// The database file.
+        path: PathBuf,
+        /// The version being applied.
+        version: i64,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Events were posted for a host that never registered.
+    #[error("Host {0:?} has not registered")]
+    UnknownHost(String),
+    /// The first new event does not follow the last stored one.
+    #[error("Expected the host's event {} next", acked_seq + 1)]
+    SequenceGap {
+        /// The host's highest stored sequence number.
+        acked_seq: u64,
+    },
+    /// A query or update failed.
+    #[error("Database error")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A background task running a store call failed.
+    #[error("A store task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// The controller's durable state.
+///
+/// Methods are synchronous and each one is a single transaction; async callers run them on
+/// the blocking pool (see [`crate::api`]). Mutations take the wall-clock `now` to stamp rows.
+pub trait Store: Send + Sync + 'static {
+    /// Upserts the host and its instances; instances of the host missing from
+    /// `registration` become `gone`. Returns the host's acknowledged sequence number.
+    fn register(&self, registration: &Registration, now: SystemTime) -> Result<u64, StoreError>;
+
+    /// Stores the events not stored yet (sequence numbers above the host's acknowledged one)
+    /// and updates their instances. `events` must be contiguous and ascending. Fails with
+    /// [`StoreError::UnknownHost`] or [`StoreError::SequenceGap`] without storing anything.
+    fn append_events(
+        &self,
+        host: &str,
+        events: &[NewEvent],
+        now: SystemTime,
+    ) -> Result<Appended, StoreError>;
+
+    /// Every host, ordered by name.
+    fn hosts(&self) -> Result<Vec<HostRecord>, StoreError>;
+
+    /// One host.
+    fn host(&self, name: &str) -> Result<Option<HostRecord>, StoreError>;
+
+    /// Turns a host's reporting on or off; `None` if there is no such host.
+    fn set_host_reporting(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<Option<HostRecord>, StoreError>;
+
+    /// Instances matching `filter`, ordered by uuid.
+    fn instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>, StoreError>;
+
+    /// One instance.
+    fn instance(&self, uuid: &str) -> Result<Option<InstanceRecord>, StoreError>;
+
+    /// Turns an instance's reporting on or off; `None` if there is no such instance.
+    fn set_instance_reporting(
+        &self,
+        uuid: &str,
+        enabled: bool,
+        now: SystemTime,
+    ) -> Result<Option<InstanceRecord>, StoreError>;
+
+    /// Sets or clears an instance's corrective action override.
+    fn set_corrective_override(
+        &self,
+        uuid: &str,
+        action: Option<CorrectiveAction>,
+        now: SystemTime,
+    ) -> Result<Option<InstanceRecord>, StoreError>;
+
+    /// Events matching `query`, ordered by id.
+    fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+}
+
+/// The state an event puts its instance in, if it changes it.
+pub fn state_after(event: &str) -> Option<&'static str> {
+    Some(match event {
+        "heartbeat_started" => "heartbeating",
+        "heartbeat_lost" => "lost",
+        "guest_unhealthy" => "unhealthy",
+        "guest_exited" => "exited",
+        "heartbeat_held" => "held",
+        "channel_disconnected" => "connecting",
+        "recovery_started" => "recovering",
+        "unrecoverable" => "unrecoverable",
+        _ => return None,
+    })
+}
+
+/// The state of an instance whose host re-registered without it.
+pub const GONE: &str = "gone";
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,410 @@
+//! [`Store`] on an embedded SQLite database, `<data_dir>/controller.db`.
+//!
+//! One connection behind a `std::sync::Mutex`. SQLite admits one writer at a time anyway, and
+//! every call here is a short transaction, so a single connection costs no parallelism that
+//! matters at the controller's request rates while keeping transactions trivially serial.
+//! Calls block (a commit waits for `fsync`), so async code runs them on tokio's blocking pool
+//! and never holds the lock across an await. The journal is in WAL mode with
+//! `synchronous = FULL`: an event is on disk before the controller acknowledges it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
+use serde_json::{Map, Value};
+
+use super::{
+    migrations, state_after, Appended, CorrectiveAction, EventQuery, HostRecord, InstanceFilter,
+    InstanceRecord, NewEvent, Registration, Store, StoreError, StoredEvent, GONE,
+};
+use crate::clock::format_ts;
+
+/// The database's file name inside the data directory.
+pub const FILE_NAME: &str = "controller.db";
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+const HOST_COLUMNS: &str = "name, api_url, reporting_enabled, registered_at, last_seen, acked_seq";
+const INSTANCE_COLUMNS: &str = "uuid, host, name, state, interval_ms, health, \
+     corrective_action, reason, reporting_enabled, corrective_override, updated_at";
+const EVENT_COLUMNS: &str = "id, host, host_seq, ts, instance, name, event, details";
+
+impl SqliteStore {
+    /// Opens (creating it and `data_dir` if needed) and migrates `<data_dir>/controller.db`.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let path = data_dir.join(FILE_NAME);
+        let error = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(error)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(error)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(error)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(error)?;
+        migrations::migrate(&mut conn, &path)?;
+        Ok(SqliteStore {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Store for SqliteStore {
+    fn register(&self, registration: &Registration, now: SystemTime) -> Result<u64, StoreError> {
+        let now = format_ts(now);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO hosts (name, api_url, registered_at, last_seen) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (name) DO UPDATE SET api_url = excluded.api_url,
+                 last_seen = excluded.last_seen",
+            params![registration.host, registration.api_url, now],
+        )?;
+        let mut listed = HashSet::new();
+        for report in &registration.instances {
+            tx.execute(
+                "INSERT INTO instances (uuid, host, name, state, interval_ms, health,
+                     corrective_action, reason, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (uuid) DO UPDATE SET host = excluded.host, name = excluded.name,
+                     state = excluded.state, interval_ms = excluded.interval_ms,
+                     health = excluded.health, corrective_action = excluded.corrective_action,
+                     reason = excluded.reason, updated_at = excluded.updated_at",
+                params![
+                    report.uuid,
+                    registration.host,
+                    report.name,
+                    report.state,
+                    report.interval_ms,
+                    report.health,
+                    report.corrective_action,
+                    report.reason,
+                    now
+                ],
+            )?;
+            listed.insert(report.uuid.as_str());
+        }
+        mark_gone(&tx, &registration.host, &listed, &now)?;
+        let acked = acked_seq(&tx, &registration.host)?.unwrap_or(0);
+        tx.commit()?;
+        Ok(acked)
+    }
+
+    fn append_events(
+        &self,
+        host: &str,
+        events: &[NewEvent],
+        now: SystemTime,
+    ) -> Result<Appended, StoreError> {
+        let now = format_ts(now);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let Some(mut acked) = acked_seq(&tx, host)? else {
+            return Err(StoreError::UnknownHost(host.to_owned()));
+        };
+        let fresh: Vec<&NewEvent> = events.iter().filter(|e| e.seq > acked).collect();
+        if fresh.first().is_some_and(|e| e.seq != acked + 1) {
+            return Err(StoreError::SequenceGap { acked_seq: acked });
+        }
+        let mut stored = Vec::with_capacity(fresh.len());
+        for event in fresh {
+            stored.push(insert_event(&tx, host, event)?);
+            apply_to_instance(&tx, host, event, &now)?;
+            acked = event.seq;
+        }
+        tx.execute(
+            "UPDATE hosts SET acked_seq = ?2, last_seen = ?3 WHERE name = ?1",
+            params![host, acked, now],
+        )?;
+        tx.commit()?;
+        Ok(Appended {
+            acked_seq: acked,
+            stored,
+        })
+    }
+
+    fn hosts(&self) -> Result<Vec<HostRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name"))?;
+        let rows = stmt.query_map([], host_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn host(&self, name: &str) -> Result<Option<HostRecord>, StoreError> {
+        host_by_name(&self.conn(), name)
+    }
+
+    fn set_host_reporting(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<Option<HostRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE hosts SET reporting_enabled = ?2 WHERE name = ?1",
+            params![name, enabled],
+        )?;
+        host_by_name(&conn, name)
+    }
+
+    fn instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {INSTANCE_COLUMNS} FROM instances
+             WHERE (?1 IS NULL OR host = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY uuid"
+        ))?;
+        let rows = stmt.query_map(params![filter.host, filter.state], instance_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn instance(&self, uuid: &str) -> Result<Option<InstanceRecord>, StoreError> {
+        instance_by_uuid(&self.conn(), uuid)
+    }
+
+    fn set_instance_reporting(
+        &self,
+        uuid: &str,
+        enabled: bool,
+        now: SystemTime,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE instances SET reporting_enabled = ?2, updated_at = ?3 WHERE uuid = ?1",
+            params![uuid, enabled, format_ts(now)],
+        )?;
+        instance_by_uuid(&conn, uuid)
+    }
+
+    fn set_corrective_override(
+        &self,
+        uuid: &str,
+        action: Option<CorrectiveAction>,
+        now: SystemTime,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE instances SET corrective_override = ?2, updated_at = ?3 WHERE uuid = ?1",
+            params![uuid, action.map(CorrectiveAction::as_str), format_ts(now)],
+        )?;
+        instance_by_uuid(&conn, uuid)
+    }
+
+    fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1");
+        let mut args: Vec<SqlValue> = Vec::new();
+        let mut filter = |column: &str, value: SqlValue| {
+            args.push(value);
+            sql.push_str(&format!(" AND {column} ?{}", args.len()));
+        };
+        if let Some(instance) = &query.instance {
+            filter("instance =", SqlValue::Text(instance.clone()));
+        }
+        if let Some(host) = &query.host {
+            filter("host =", SqlValue::Text(host.clone()));
+        }
+        if let Some(event) = &query.event {
+            filter("event =", SqlValue::Text(event.clone()));
+        }
+        if let Some(since) = query.since_ms {
+            filter("ts_ms >=", SqlValue::Integer(since));
+        }
+        if let Some(after) = query.after {
+            let after = i64::try_from(after).unwrap_or(i64::MAX);
+            filter("id >", SqlValue::Integer(after));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT {}", query.limit));
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args), event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The host's acknowledged sequence number; `None` if it never registered.
+fn acked_seq(tx: &Transaction<'_>, host: &str) -> rusqlite::Result<Option<u64>> {
+    tx.query_row(
+        "SELECT acked_seq FROM hosts WHERE name = ?1",
+        [host],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+/// Marks the host's instances that are not in `listed` as gone.
+fn mark_gone(
+    tx: &Transaction<'_>,
+    host: &str,
+    listed: &HashSet<&str>,
+    now: &str,
+) -> rusqlite::Result<()> {
+    let known: Vec<String> = {
+        let mut stmt = tx.prepare_cached("SELECT uuid FROM instances WHERE host = ?1")?;
+        let rows = stmt.query_map([host], |row| row.get(0))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    for uuid in known.iter().filter(|u| !listed.contains(u.as_str())) {
+        tx.execute(
+            "UPDATE instances SET state = ?2, updated_at = ?3 WHERE uuid = ?1 AND state != ?2",
+            params![uuid, GONE, now],
+        )?;
+    }
+    Ok(())
+}
+
+fn insert_event(
+    tx: &Transaction<'_>,
+    host: &str,
+    event: &NewEvent,
+) -> rusqlite::Result<StoredEvent> {
+    let details = Value::Object(event.details.clone()).to_string();
+    tx.execute(
+        "INSERT INTO events (host, host_seq, ts, ts_ms, instance, name, event, details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            host,
+            event.seq,
+            event.ts,
+            event.ts_ms,
+            event.instance,
+            event.name,
+            event.event,
+            details
+        ],
+    )?;
+    let id = u64::try_from(tx.last_insert_rowid()).unwrap_or(0);
+    Ok(StoredEvent {
+        id,
+        host: host.to_owned(),
+        seq: event.seq,
+        ts: event.ts.clone(),
+        instance: event.instance.clone(),
+        name: event.name.clone(),
+        event: event.event.clone(),
+        details: event.details.clone(),
+    })
+}
+
+/// Creates or updates the event's instance: its host, name and the state the event implies.
+fn apply_to_instance(
+    tx: &Transaction<'_>,
+    host: &str,
+    event: &NewEvent,
+    now: &str,
+) -> rusqlite::Result<()> {
+    let state = state_after(&event.event);
+    tx.execute(
+        "INSERT INTO instances (uuid, host, name, state, updated_at)
+         VALUES (?1, ?2, ?3, COALESCE(?4, 'unknown'), ?5)
+         ON CONFLICT (uuid) DO UPDATE SET host = excluded.host,
+             name = CASE WHEN excluded.name != '' THEN excluded.name ELSE instances.name END,
+             state = COALESCE(?4, instances.state), updated_at = excluded.updated_at",
+        params![event.instance, host, event.name, state, now],
+    )?;
+    let text = |key: &str| event.details.get(key).and_then(Value::as_str);
+    match event.event.as_str() {
+        "guest_unhealthy" => {
+            tx.execute(
+                "UPDATE instances SET health = 'unhealthy', reason = COALESCE(?2, reason),
+                     corrective_action = COALESCE(?3, corrective_action) WHERE uuid = ?1",
+                params![event.instance, text("reason"), text("action")],
+            )?;
+        }
+        "heartbeat_started" => {
+            let interval = event
+                .details
+                .get("interval_ms")
+                .and_then(Value::as_u64)
+                .and_then(|ms| u32::try_from(ms).ok());
+            tx.execute(
+                "UPDATE instances SET health = 'healthy', reason = '',
+                     interval_ms = COALESCE(?2, interval_ms) WHERE uuid = ?1",
+                params![event.instance, interval],
+            )?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn host_by_name(conn: &Connection, name: &str) -> Result<Option<HostRecord>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE name = ?1"))?;
+    Ok(stmt.query_row([name], host_row).optional()?)
+}
+
+fn instance_by_uuid(conn: &Connection, uuid: &str) -> Result<Option<InstanceRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {INSTANCE_COLUMNS} FROM instances WHERE uuid = ?1"
+    ))?;
+    Ok(stmt.query_row([uuid], instance_row).optional()?)
+}
+
+fn host_row(row: &Row<'_>) -> rusqlite::Result<HostRecord> {
+    Ok(HostRecord {
+        name: row.get(0)?,
+        api_url: row.get(1)?,
+        reporting_enabled: row.get(2)?,
+        registered_at: row.get(3)?,
+        last_seen: row.get(4)?,
+        acked_seq: row.get(5)?,
+    })
+}
+
+fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
+    let corrective_override: Option<String> = row.get(9)?;
+    Ok(InstanceRecord {
+        uuid: row.get(0)?,
+        host: row.get(1)?,
+        name: row.get(2)?,
+        state: row.get(3)?,
+        interval_ms: row.get(4)?,
+        health: row.get(5)?,
+        corrective_action: row.get(6)?,
+        reason: row.get(7)?,
+        reporting_enabled: row.get(8)?,
+        corrective_override: corrective_override.and_then(|a| a.parse().ok()),
+        updated_at: row.get(10)?,
+    })
+}
+
+fn event_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
+    let details: String = row.get(7)?;
+    let details = match serde_json::from_str::<Value>(&details) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    Ok(StoredEvent {
+        id: row.get(0)?,
+        host: row.get(1)?,
+        seq: row.get(2)?,
+        ts: row.get(3)?,
+        instance: row.get(4)?,
+        name: row.get(5)?,
+        event: row.get(6)?,
+        details,
+    })
+}
