@@ -5,7 +5,8 @@
 //! gets a supervisor, a removed one has its supervisor stopped (the instance disappears from
 //! the view once the task has returned), and a re-created one makes its supervisor reconnect.
 //! A periodic rescan repairs anything inotify missed. On shutdown every supervisor is stopped
-//! and awaited, the API is closed and the journal drained before `run` returns.
+//! and awaited, the API is closed and the journal drained before `run` returns. When a
+//! controller is configured, the controller link runs beside them and is stopped last.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 use crate::api::ApiServer;
 use crate::config::HostConfig;
+use crate::controller_link::{ControllerLink, LinkSettings};
 use crate::discovery::{scan, Change, Watcher};
 use crate::journal::{self, JournalWriter};
 use crate::operations::Operations;
@@ -36,6 +38,7 @@ pub struct HostAgent {
     settings: Arc<Settings>,
     writer: JournalWriter,
     view: AgentView,
+    link: Option<LinkSettings>,
 }
 
 impl std::fmt::Debug for HostAgent {
@@ -59,6 +62,7 @@ impl HostAgent {
                 message: e.to_string(),
             })
         })?;
+        let link = LinkSettings::from_config(&config)?;
         let (journal, writer) = journal::open(&config.journal)?;
         let settings = Arc::new(Settings {
             miss_threshold: config.miss_threshold,
@@ -81,6 +85,7 @@ impl HostAgent {
             settings,
             writer,
             view: AgentView::default(),
+            link,
         })
     }
 
@@ -102,6 +107,7 @@ impl HostAgent {
             settings,
             writer,
             view,
+            link,
         } = self;
         let dir = config.channel_dir.clone();
         let watcher =
@@ -116,16 +122,28 @@ impl HostAgent {
             settings.operations.clone(),
         )
         .await?;
+        let hypervisor = settings.hypervisor.name();
+        let mut registry = Registry::new(settings, dir.clone(), pattern, view.clone());
+        registry.rescan(); // before the link registers, so that it reports every instance
+        let (stop_link, link_stopped) = tokio::sync::watch::channel(false);
+        let link_task = link.map(|settings| {
+            let api_url = api.tcp_addr().map(|addr| format!("http://{addr}"));
+            let link = ControllerLink::new(settings, api_url, view.clone(), writer.written());
+            tokio::spawn(link.run(link_stopped))
+        });
         let journal_task = tokio::spawn(writer.run());
-        tracing::info!(channel_dir = %dir.display(), hypervisor = settings.hypervisor.name(),
+        tracing::info!(channel_dir = %dir.display(), hypervisor,
             api_socket = %config.api_socket.display(), "Host agent running");
-        let mut registry = Registry::new(settings, dir, pattern, view);
         let rescan = Duration::from_secs(config.rescan_secs);
         registry.run(watcher, rescan, shutdown).await;
         registry.stop_all().await;
         drop(registry);
         api.stop().await;
         let _ = journal_task.await;
+        let _ = stop_link.send(true);
+        if let Some(task) = link_task {
+            let _ = task.await;
+        }
         tracing::info!("Host agent stopped");
         Ok(())
     }
@@ -175,7 +193,6 @@ impl Registry {
         rescan: Duration,
         shutdown: impl Future<Output = ()>,
     ) {
-        self.rescan();
         let mut ticks = tokio::time::interval_at(Instant::now() + rescan, rescan);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watching = true;

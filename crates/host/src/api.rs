@@ -49,6 +49,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 /// The running API listeners.
 pub(crate) struct ApiServer {
     socket: PathBuf,
+    tcp_addr: Option<std::net::SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<io::Result<()>>>,
 }
@@ -176,6 +177,13 @@ impl ApiServer {
             ),
             None => None,
         };
+        let tcp_addr = match &tcp {
+            Some(tcp) => Some(tcp.local_addr().map_err(|source| HostError::ApiListen {
+                addr: listen.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+                source,
+            })?),
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
         let app = router(view, operations);
         let mut tasks = Vec::new();
@@ -190,9 +198,15 @@ impl ApiServer {
         }
         Ok(ApiServer {
             socket: socket.to_owned(),
+            tcp_addr,
             stop,
             tasks,
         })
+    }
+
+    /// The TCP address actually bound (the port is known even when 0 was asked for).
+    pub(crate) fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp_addr
     }
 
     /// Stops accepting, lets open requests finish briefly, and removes the socket.

@@ -14,8 +14,8 @@ use crate::config::{HostConfig, HypervisorKind};
 /// Flags of the host agent (`tether host --help`).
 #[derive(Debug, Clone, Default, Args)]
 pub struct HostArgs {
-    /// TOML configuration file; its keys are these flags' names with `_` for `-`. Flags
-    /// override the file.
+    /// TOML configuration file; its keys are these flags' names with `_` for `-`
+    /// (`--token-file` is `controller_token_file`). Flags override the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory watched for guest channel sockets [default: /var/lib/libvirt/qemu].
@@ -81,6 +81,16 @@ pub struct HostArgs {
     /// its channel is closed and reconnected with back-off [default: 20].
     #[arg(long, value_name = "N")]
     pub guest_max_bad_msgs: Option<u32>,
+    /// Report to the controller at this URL (plain http:// for now) [default: none].
+    #[arg(long, value_name = "URL")]
+    pub controller: Option<String>,
+    /// File holding the controller's token; without it the token is read from the
+    /// environment variable TETHER_TOKEN.
+    #[arg(long = "token-file", value_name = "FILE")]
+    pub controller_token_file: Option<PathBuf>,
+    /// This host's name at the controller [default: the machine's host name].
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
 }
 
 impl HostArgs {
@@ -109,6 +119,12 @@ impl HostArgs {
         set(&mut config.guest_bytes_per_sec, &self.guest_bytes_per_sec);
         set(&mut config.guest_msgs_per_sec, &self.guest_msgs_per_sec);
         set(&mut config.guest_max_bad_msgs, &self.guest_max_bad_msgs);
+        set_opt(&mut config.controller, &self.controller);
+        set_opt(
+            &mut config.controller_token_file,
+            &self.controller_token_file,
+        );
+        set_opt(&mut config.host_name, &self.host_name);
     }
 }
 
@@ -156,6 +172,12 @@ mod tests {
             "/bin/recover {action} {uuid}",
             "--api-listen",
             "127.0.0.1:9000",
+            "--controller",
+            "http://10.0.0.1:2411",
+            "--token-file",
+            "/etc/tether/token",
+            "--host-name",
+            "compute-7",
         ]);
         let mut config = HostConfig::load(cli.args.config_path().unwrap()).unwrap();
         cli.args.apply(&mut config);
@@ -169,6 +191,12 @@ mod tests {
         );
         assert_eq!(config.api_listen, Some("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(config.channel_dir, HostConfig::default().channel_dir);
+        assert_eq!(config.controller.as_deref(), Some("http://10.0.0.1:2411"));
+        assert_eq!(
+            config.controller_token_file.as_deref(),
+            Some(Path::new("/etc/tether/token"))
+        );
+        assert_eq!(config.host_name.as_deref(), Some("compute-7"));
     }
 
     #[test]
@@ -193,6 +221,9 @@ mod tests {
             "--guest-bytes-per-sec",
             "--guest-msgs-per-sec",
             "--guest-max-bad-msgs",
+            "--controller",
+            "--token-file",
+            "--host-name",
         ];
         for flag in flags {
             assert!(help.contains(flag), "{flag} missing from:\n{help}");

@@ -3,7 +3,9 @@
 //! Every key is optional and defaults to the value the reference guestServer used (or a safe
 //! choice where it had none). Unknown keys refuse the whole file, so a typo never silently
 //! falls back to a default. [`HostConfig::validate`] checks the values that no type can, and
-//! is run both on a loaded file and on the final configuration after flags were applied.
+//! is run on the final configuration after flags were applied; a loaded file alone is checked
+//! the same way except for what a flag or the environment may still supply (the controller's
+//! token).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,7 +74,17 @@ pub struct HostConfig {
     /// Refused messages a guest may send in a burst (one more is forgiven each second) before
     /// its channel is closed and reconnected with back-off.
     pub guest_max_bad_msgs: u32,
+    /// Base URL of the controller to report to (`http://host:port`); none: no controller.
+    pub controller: Option<String>,
+    /// File holding the token the controller expects (`--token-file`); without it the token
+    /// is taken from the environment variable `TETHER_TOKEN`.
+    pub controller_token_file: Option<PathBuf>,
+    /// This host's name at the controller; default: the machine's host name.
+    pub host_name: Option<String>,
 }
+
+/// The environment variable holding the controller's token when no token file is given.
+pub const TOKEN_ENV: &str = "TETHER_TOKEN";
 
 impl Default for HostConfig {
     fn default() -> Self {
@@ -95,6 +107,9 @@ impl Default for HostConfig {
             guest_bytes_per_sec: 16 * 1024,
             guest_msgs_per_sec: 50,
             guest_max_bad_msgs: 20,
+            controller: None,
+            controller_token_file: None,
+            host_name: None,
         }
     }
 }
@@ -119,6 +134,15 @@ pub enum ConfigError {
         /// The parser's message, naming the key.
         message: String,
     },
+    /// The controller's token file could not be read.
+    #[error("Cannot read the token file {path}")]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// A value breaks its rule.
     #[error("Invalid value for {key}: {message}")]
     Invalid {
@@ -140,12 +164,34 @@ impl HostConfig {
             path: path.to_owned(),
             message: one_line(&e.to_string()),
         })?;
-        config.validate()?;
+        config.validate_values()?;
         Ok(config)
     }
 
-    /// Checks the rules no type expresses.
+    /// Checks the rules no type expresses, including that a controller comes with a token.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_values()?;
+        if self.controller.is_some() && self.controller_token_file.is_none() {
+            let from_env = std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty());
+            if !from_env {
+                let message = format!(
+                    "a controller needs a token: give controller_token_file (--token-file) \
+                     or set {TOKEN_ENV}"
+                );
+                return Err(invalid("controller_token_file", message));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every rule that holds for one value (or one file) on its own.
+    fn validate_values(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.controller {
+            crate::controller_link::parse_base_url(url).map_err(|e| invalid("controller", e))?;
+        }
+        if let Some(name) = &self.host_name {
+            check_host_name(name).map_err(|e| invalid("host_name", e))?;
+        }
         ChannelPattern::parse(&self.channel_pattern).map_err(|e| invalid("channel_pattern", e))?;
         let positive: [(&'static str, u64); 6] = [
             ("rescan_secs", self.rescan_secs),
@@ -172,6 +218,17 @@ impl HostConfig {
         }
         Ok(())
     }
+}
+
+/// A host name goes into the controller's URLs: letters, digits, `.`, `-`, `_` only.
+pub(crate) fn check_host_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if name.is_empty() || name.len() > 253 || !name.chars().all(allowed) {
+        return Err(format!(
+            "{name:?} is not a host name (1 to 253 letters, digits, '.', '-', '_')"
+        ));
+    }
+    Ok(())
 }
 
 fn invalid(key: &'static str, message: impl ToString) -> ConfigError {
@@ -243,6 +300,39 @@ mod tests {
         assert!(err.to_string().contains("channel_pattern"), "{err}");
         let err = load_text("rescan_secs = 0\n").unwrap_err();
         assert!(err.to_string().contains("rescan_secs"), "{err}");
+    }
+
+    #[test]
+    fn controller_keys_are_checked_naming_the_key() {
+        let config = load_text(
+            "controller = \"http://10.0.0.1:2411\"\ncontroller_token_file = \"/etc/t\"\n\
+             host_name = \"compute-1\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.controller.as_deref(), Some("http://10.0.0.1:2411"));
+        assert!(config.validate().is_ok());
+        for (text, key, says) in [
+            ("controller = \"not a url\"\n", "controller", "http://"),
+            ("controller = \"https://c:1\"\n", "controller", "TLS"),
+            ("controller = \"ftp://c:1\"\n", "controller", "http://"),
+            ("host_name = \"a/b\"\n", "host_name", "host name"),
+        ] {
+            let err = load_text(text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_controller_without_a_token_is_refused_once_flags_are_applied() {
+        // A file may leave the token to a flag; the final check requires one (the test
+        // environment has no TETHER_TOKEN).
+        let mut config = load_text("controller = \"http://c:2411\"\n").unwrap();
+        if std::env::var_os(TOKEN_ENV).is_none() {
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains("controller_token_file"), "{err}");
+        }
+        config.controller_token_file = Some("/etc/tether/token".into());
+        assert!(config.validate().is_ok());
     }
 
     #[test]

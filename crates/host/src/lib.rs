@@ -9,7 +9,8 @@
 //!
 //! Layout: [`config`] and [`args`] (settings), `discovery` (inotify and rescans), `agent`
 //! (registry of guests), `supervisor` (one task per guest around the pure state machine in
-//! `fsm`), `recovery` (rate-limited actions), [`journal`], `status` and `api`.
+//! `fsm`), `recovery` (rate-limited actions), [`journal`], `status`, `api`, and
+//! `controller_link` (reports the journal and the instances to a controller, if configured).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), tether_host::HostError> {
@@ -25,6 +26,7 @@ mod agent;
 mod api;
 pub mod args;
 pub mod config;
+mod controller_link;
 mod discovery;
 mod fsm;
 mod hypervisor;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod controller_double;
 pub mod guest_double;
 
 use std::path::{Path, PathBuf};
@@ -100,14 +101,35 @@ pub fn test_config(dir: &Path) -> HostConfig {
     }
 }
 
+/// The host name the agent reports under in the controller link tests.
+pub const HOST: &str = "compute-test";
+
+/// Points `config` at the controller at `url` with `token` (written to a file beside the
+/// journal), and serves the API on a loopback port.
+pub fn link_to(config: &mut HostConfig, url: &str, token: &str) {
+    let token_file = config.journal.with_file_name("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    config.controller = Some(url.to_owned());
+    config.controller_token_file = Some(token_file);
+    config.host_name = Some(HOST.to_owned());
+    config.api_listen = Some("127.0.0.1:0".parse().unwrap());
+}
+
 impl Harness {
     /// Starts an agent with the test defaults changed by `tweak`.
     pub fn start(tweak: impl FnOnce(&mut HostConfig)) -> Harness {
+        let mut harness = Harness::prepare(tweak);
+        harness.restart_agent();
+        harness
+    }
+
+    /// Sets up the directory and configuration without starting an agent.
+    pub fn prepare(tweak: impl FnOnce(&mut HostConfig)) -> Harness {
         let dir = tether_testkit::temp_dir();
         let mut config = test_config(dir.path());
         tweak(&mut config);
         std::fs::create_dir_all(&config.channel_dir).unwrap();
-        let mut harness = Harness {
+        Harness {
             channels: config.channel_dir.clone(),
             dir,
             config,
@@ -115,9 +137,7 @@ impl Harness {
             view: AgentView::default(),
             stop: None,
             task: None,
-        };
-        harness.restart_agent();
-        harness
+        }
     }
 
     /// Starts a (new) agent on the same directory and hypervisor double.
