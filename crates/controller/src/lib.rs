@@ -1,10 +1,159 @@
 //! The controller: the cloud-wide view of every host agent and every guest.
 //!
 //! Host agents register with the controller and send it their journal events; the controller
-//! keeps hosts, instances and the event log in a [`Store`] and serves them to operators and
-//! the VIM over an authenticated HTTP API.
+//! keeps hosts, instances and the event log in a [`Store`] (SQLite by default) and serves them
+//! to operators and the VIM over an authenticated HTTP API ([`api`]). A binary builds a
+//! [`ControllerConfig`], calls [`Controller::open`] and then [`Controller::run`] with a
+//! shutdown future; tests do the same in-process, or drive [`router`] directly.
+//!
+//! Modules: [`store`] (records, the `Store` trait, SQLite), [`ingest`] (the bodies host agents
+//! send), [`query`] (query strings), [`api`] (routes), [`token`] (the bearer token),
+//! [`clock`] (timestamps).
 
+pub mod api;
 pub mod clock;
+pub mod ingest;
+pub mod query;
 pub mod store;
+pub mod token;
 
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+pub use api::{router, ApiState};
 pub use store::{SqliteStore, Store, StoreError};
+pub use token::{read_token, TokenError, TOKEN_ENV};
+
+/// How long a stopping controller lets open requests finish.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// What a controller needs to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// Address of the HTTP API (port 0 picks a free one; see [`Controller::bind`]).
+    pub listen: SocketAddr,
+    /// Directory of the database (`controller.db`).
+    pub data_dir: PathBuf,
+    /// The bearer token every request must carry.
+    pub token: String,
+}
+
+/// The controller cannot start or serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The configured token cannot be sent in a header (empty, spaces, control characters).
+    #[error("The token must be visible ASCII characters without spaces, and not empty")]
+    BadToken,
+    /// The store cannot be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The API address cannot be bound.
+    #[error("Cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Serving the API failed.
+    #[error("The HTTP API failed")]
+    Serve(#[source] io::Error),
+}
+
+/// A controller with its store open, ready to serve.
+pub struct Controller {
+    config: ControllerConfig,
+    state: ApiState,
+    listener: Option<TcpListener>,
+}
+
+impl Controller {
+    /// Opens (creating or migrating) the store under `config.data_dir`. Binds nothing yet.
+    pub fn open(config: ControllerConfig) -> Result<Controller, ControllerError> {
+        if !token::is_well_formed(&config.token) {
+            return Err(ControllerError::BadToken);
+        }
+        let store = SqliteStore::open(&config.data_dir)?;
+        tracing::info!(path = %store.path().display(), "Opened the controller database");
+        let state = ApiState::new(Arc::new(store), config.token.clone());
+        Ok(Controller {
+            config,
+            state,
+            listener: None,
+        })
+    }
+
+    /// Binds the API address (if not bound yet) and returns the bound address, which tells
+    /// the port when the configured one is 0.
+    pub async fn bind(&mut self) -> Result<SocketAddr, ControllerError> {
+        if self.listener.is_none() {
+            let addr = self.config.listen;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ControllerError::Listen { addr, source })?;
+            self.listener = Some(listener);
+        }
+        self.local_addr().ok_or(ControllerError::Listen {
+            addr: self.config.listen,
+            source: io::Error::other("the listener has no local address"),
+        })
+    }
+
+    /// The bound address, once [`Controller::bind`] or [`Controller::run`] bound it.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref()?.local_addr().ok()
+    }
+
+    /// The handlers' state, for [`router`].
+    pub fn state(&self) -> ApiState {
+        self.state.clone()
+    }
+
+    /// Binds (if [`Controller::bind`] was not called) and serves until `shutdown` completes;
+    /// then ends event streams and lets open requests finish for a few seconds.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ControllerError> {
+        let addr = self.bind().await?;
+        let Some(listener) = self.listener.take() else {
+            return Ok(());
+        };
+        tracing::info!(%addr, "The controller API is listening");
+        let state = self.state.clone();
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            state.stop_streams();
+            let _ = stopped_tx.send(());
+        };
+        let server =
+            axum::serve(listener, router(self.state.clone())).with_graceful_shutdown(signal);
+        let mut serving = tokio::spawn(async move { server.await });
+        let drained = async {
+            if stopped_rx.await.is_ok() {
+                tokio::time::sleep(DRAIN).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = &mut serving => match result {
+                Ok(result) => result.map_err(ControllerError::Serve),
+                Err(e) => Err(ControllerError::Serve(io::Error::other(e))),
+            },
+            () = drained => {
+                tracing::warn!("Requests still open after {DRAIN:?}; closing them");
+                serving.abort();
+                Ok(())
+            }
+        }
+    }
+}
