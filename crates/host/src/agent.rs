@@ -64,6 +64,7 @@ impl HostAgent {
         })?;
         let link = LinkSettings::from_config(&config)?;
         let (journal, writer) = journal::open(&config.journal)?;
+        let view = AgentView::default();
         let settings = Arc::new(Settings {
             miss_threshold: config.miss_threshold,
             min_interval_ms: config.min_interval_ms,
@@ -78,13 +79,14 @@ impl HostAgent {
             hypervisor,
             journal,
             operations: Operations::default(),
+            reporting: view.reporting().clone(),
         });
         Ok(HostAgent {
             config,
             pattern,
             settings,
             writer,
-            view: AgentView::default(),
+            view,
             link,
         })
     }

@@ -9,7 +9,13 @@
 //!   `live_migrate_begin`, `live_migrate_end`, `cold_migrate_begin`, `cold_migrate_end`):
 //!   starts a lifecycle operation and answers 202 `{"id": "…"}`; 404 for an unknown instance,
 //!   409 when one is already running for it, 400 for a bad body;
-//! - `GET /v1/operations/{id}`: an [`OperationRecord`].
+//! - `GET /v1/operations/{id}`: an [`OperationRecord`];
+//! - `GET /v1/reporting` and `PUT /v1/reporting` with `{"enabled": bool}`: the host-wide
+//!   reporting switch, answered as `{"enabled": bool}`;
+//! - `PUT /v1/instances/{uuid}/reporting` with `{"enabled": bool}`: one instance's switch,
+//!   answered with the instance (its `reporting_enabled`); 404 for an unknown instance.
+//!   While either switch is off for an instance, its failures are journaled but no corrective
+//!   action starts. The controller sets them through `api_listen`.
 //!
 //! Errors are `{"error":{"code":"…","message":"…"}}` with a stable code (`not_found`,
 //! `bad_request`, `conflict`); any other path is a `not_found`. Reads never touch a
@@ -26,7 +32,7 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -68,6 +74,11 @@ pub fn router(view: AgentView, operations: Operations) -> Router {
         .route("/v1/instances/{uuid}", get(one))
         .route("/v1/instances/{uuid}/actions", post(start_action))
         .route("/v1/operations/{id}", get(operation))
+        .route("/v1/reporting", get(host_reporting).put(set_host_reporting))
+        .route(
+            "/v1/instances/{uuid}/reporting",
+            put(set_instance_reporting),
+        )
         .fallback(unknown_path)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(ApiState { view, operations })
@@ -144,6 +155,53 @@ async fn operation(State(state): State<ApiState>, UrlPath(id): UrlPath<String>) 
     match state.operations.get(&id) {
         Some(record) => Json::<OperationRecord>(record).into_response(),
         None => not_found(&format!("No operation with id {id:?} on this host")),
+    }
+}
+
+/// The body of the reporting switches' `PUT`s.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportingRequest {
+    enabled: bool,
+}
+
+fn reporting_request(body: &[u8]) -> Result<bool, String> {
+    serde_json::from_slice::<ReportingRequest>(body)
+        .map(|request| request.enabled)
+        .map_err(|e| format!("The body must be {{\"enabled\": true|false}}: {e}"))
+}
+
+async fn host_reporting(State(state): State<ApiState>) -> Response {
+    let enabled = state.view.reporting().host_enabled();
+    Json(json!({"enabled": enabled})).into_response()
+}
+
+async fn set_host_reporting(State(state): State<ApiState>, body: Bytes) -> Response {
+    let enabled = match reporting_request(&body) {
+        Ok(enabled) => enabled,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
+    };
+    state.view.reporting().set_host(enabled);
+    tracing::info!(enabled, "Host reporting switched");
+    Json(json!({"enabled": enabled})).into_response()
+}
+
+async fn set_instance_reporting(
+    State(state): State<ApiState>,
+    UrlPath(uuid): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let enabled = match reporting_request(&body) {
+        Ok(enabled) => enabled,
+        Err(message) => return error(StatusCode::BAD_REQUEST, "bad_request", &message),
+    };
+    if !state.view.set_instance_reporting(&uuid, enabled) {
+        return not_found(&format!("No instance with uuid {uuid:?} on this host"));
+    }
+    tracing::info!(instance = %uuid, enabled, "Instance reporting switched");
+    match state.view.instance(&uuid) {
+        Some(status) => Json(status).into_response(),
+        None => not_found(&format!("No instance with uuid {uuid:?} on this host")),
     }
 }
 

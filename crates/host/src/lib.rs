@@ -48,7 +48,7 @@ pub use config::{ConfigError, HostConfig, HypervisorKind};
 pub use fsm::{Hold, Notices};
 pub use hypervisor::build_hypervisor;
 pub use recovery::error_chain;
-pub use status::{AgentView, GuestState, InstanceStatus};
+pub use status::{AgentView, GuestState, InstanceStatus, Reporting};
 pub use tether_hypervisor::Hypervisor;
 
 /// Why the agent cannot start or run.

@@ -3,9 +3,11 @@
 //! Each supervisor owns one [`StatusCell`] and rewrites it after every step (a short,
 //! uncontended lock). [`AgentView`] is the read side: a cheap clone that lists or looks up
 //! instances and returns owned snapshots, so a reader never holds a lock across an await.
+//! It also holds the [`Reporting`] switches the controller sets through the API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use serde::Serialize;
@@ -94,6 +96,9 @@ pub struct InstanceStatus {
     pub protocol_errors: u64,
     /// Successful connections to the channel socket.
     pub connects: u32,
+    /// Whether this instance's failures lead to a corrective action (set by the controller;
+    /// the host-wide switch must be on too, `GET /v1/reporting`).
+    pub reporting_enabled: bool,
 }
 
 impl InstanceStatus {
@@ -114,29 +119,112 @@ impl InstanceStatus {
             challenges: 0,
             protocol_errors: 0,
             connects: 0,
+            reporting_enabled: true,
         }
     }
 }
 
 type Cells = BTreeMap<Arc<str>, StatusCell>;
 
+/// The reporting switches: host-wide and per instance. While either is off for an instance,
+/// its heartbeat loss or unhealthy answer is journaled but no corrective action starts. Both
+/// start on; they live in memory only (the controller sets them again after it sees a
+/// registration with `reporting_enabled` values it does not want).
+#[derive(Debug, Clone)]
+pub struct Reporting(Arc<Switches>);
+
+#[derive(Debug)]
+struct Switches {
+    host: AtomicBool,
+    disabled: Mutex<BTreeSet<String>>,
+}
+
+impl Default for Reporting {
+    fn default() -> Reporting {
+        Reporting(Arc::new(Switches {
+            host: AtomicBool::new(true),
+            disabled: Mutex::new(BTreeSet::new()),
+        }))
+    }
+}
+
+impl Reporting {
+    /// Whether the host-wide switch is on.
+    pub fn host_enabled(&self) -> bool {
+        self.0.host.load(Ordering::Relaxed)
+    }
+
+    /// Turns the host-wide switch on or off.
+    pub fn set_host(&self, enabled: bool) {
+        self.0.host.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Whether the instance's own switch is on.
+    pub fn instance_enabled(&self, uuid: &str) -> bool {
+        !self.disabled().contains(uuid)
+    }
+
+    /// Whether a failure of `uuid` may lead to a corrective action.
+    pub fn allows_action(&self, uuid: &str) -> bool {
+        self.host_enabled() && self.instance_enabled(uuid)
+    }
+
+    pub(crate) fn set_instance(&self, uuid: &str, enabled: bool) {
+        let mut disabled = self.disabled();
+        if enabled {
+            disabled.remove(uuid);
+        } else {
+            disabled.insert(uuid.to_owned());
+        }
+    }
+
+    fn disabled(&self) -> MutexGuard<'_, BTreeSet<String>> {
+        self.0
+            .disabled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 /// Read access to every instance's status; cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct AgentView {
     cells: Arc<RwLock<Cells>>,
+    reporting: Reporting,
 }
 
 impl AgentView {
     /// A snapshot of every known instance, ordered by uuid.
     pub fn instances(&self) -> Vec<InstanceStatus> {
         let cells = self.cells.read().unwrap_or_else(PoisonError::into_inner);
-        cells.values().map(StatusCell::snapshot).collect()
+        cells.values().map(|c| self.snapshot(c)).collect()
     }
 
     /// A snapshot of one instance.
     pub fn instance(&self, uuid: &str) -> Option<InstanceStatus> {
         let cells = self.cells.read().unwrap_or_else(PoisonError::into_inner);
-        cells.get(uuid).map(StatusCell::snapshot)
+        cells.get(uuid).map(|c| self.snapshot(c))
+    }
+
+    /// The reporting switches.
+    pub fn reporting(&self) -> &Reporting {
+        &self.reporting
+    }
+
+    /// Sets an instance's reporting switch; false when the instance is unknown.
+    pub(crate) fn set_instance_reporting(&self, uuid: &str, enabled: bool) -> bool {
+        let cells = self.cells.read().unwrap_or_else(PoisonError::into_inner);
+        if !cells.contains_key(uuid) {
+            return false;
+        }
+        self.reporting.set_instance(uuid, enabled);
+        true
+    }
+
+    fn snapshot(&self, cell: &StatusCell) -> InstanceStatus {
+        let mut status = cell.snapshot();
+        status.reporting_enabled = self.reporting.instance_enabled(&status.uuid);
+        status
     }
 
     /// Adds an instance in state `connecting` and returns its cell.
@@ -147,10 +235,11 @@ impl AgentView {
         cell
     }
 
-    /// Forgets an instance.
+    /// Forgets an instance, and its reporting switch.
     pub(crate) fn remove(&self, uuid: &str) {
         let mut cells = self.cells.write().unwrap_or_else(PoisonError::into_inner);
         cells.remove(uuid);
+        self.reporting.set_instance(uuid, true);
     }
 }
 
@@ -196,6 +285,23 @@ mod tests {
         );
         view.remove("b");
         assert!(view.instance("b").is_none());
+    }
+
+    #[test]
+    fn reporting_switches_show_in_snapshots_and_combine() {
+        let view = AgentView::default();
+        view.insert(&"a".into());
+        assert!(view.instance("a").unwrap().reporting_enabled);
+        assert!(!view.set_instance_reporting("nope", false));
+        assert!(view.set_instance_reporting("a", false));
+        assert!(!view.instance("a").unwrap().reporting_enabled);
+        assert!(!view.reporting().allows_action("a"));
+        view.set_instance_reporting("a", true);
+        view.reporting().set_host(false);
+        assert!(!view.reporting().allows_action("a"));
+        assert!(view.instance("a").unwrap().reporting_enabled);
+        view.reporting().set_host(true);
+        assert!(view.reporting().allows_action("a"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use crate::lifecycle::RunInput;
 use crate::limits::TokenBucket;
 use crate::operations::Operations;
 use crate::recovery::{Recovery, RecoveryHistory, RecoveryLimit};
-use crate::status::StatusCell;
+use crate::status::{Reporting, StatusCell};
 
 /// Longest wait between connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -51,6 +51,8 @@ pub(crate) struct Settings {
     pub hypervisor: Arc<dyn Hypervisor>,
     pub journal: Journal,
     pub operations: Operations,
+    /// Whether failures may lead to corrective actions (host-wide and per instance).
+    pub reporting: Reporting,
 }
 
 /// What the registry or the API tells a supervisor.

@@ -147,9 +147,16 @@ impl Supervisor {
         }
     }
 
-    /// Starts a corrective action unless one runs or the limit is reached.
+    /// Starts a corrective action unless reporting is off, one runs or the limit is reached.
     pub(super) fn recover(&mut self, action: Action, cause: Cause, now: Instant) {
         let uuid = Arc::clone(&self.uuid);
+        if !self.settings.reporting.allows_action(&uuid) {
+            if let Some(suppressed) = self.throttles.recovery_log.allow(now) {
+                tracing::info!(instance = %uuid, %action, cause = cause_name(cause), suppressed,
+                    "Reporting is disabled for this guest; no corrective action");
+            }
+            return;
+        }
         match self.recovery.decide(now) {
             Decision::Start => {
                 let details = Details {
