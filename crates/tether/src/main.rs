@@ -6,6 +6,7 @@
 //! (no such host or instance) and 4 (token refused).
 
 mod bench_cmd;
+mod controller_cmd;
 mod ctl;
 mod demo;
 mod host_cmd;
@@ -38,6 +39,8 @@ enum Command {
     Sim(sim_cmd::SimArgs),
     /// Measure the host agent and the guest daemon against their targets and a baseline.
     Bench(bench_cmd::BenchCmd),
+    /// Run the controller: the store of every host agent, guest and event, and its API.
+    Controller(controller_cmd::ControllerCmd),
     /// Ask a controller about hosts, instances and events, and change reporting.
     Ctl(ctl::CtlArgs),
 }
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Sim(args) => sim_cmd::run(args).await,
             Command::Bench(cmd) => cmd.run().await,
+            Command::Controller(cmd) => cmd.run().await,
             Command::Ctl(args) => ctl::run(args).await,
         }
     });

@@ -1,0 +1,52 @@
+//! `tether controller`: the cloud-wide controller, run until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use tether_controller::{read_token, Controller, ControllerConfig, TOKEN_ENV};
+
+use crate::ConfigProblem;
+
+/// Flags of `tether controller`.
+#[derive(Debug, Args)]
+pub struct ControllerCmd {
+    /// Address of the HTTP API.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:2400")]
+    listen: SocketAddr,
+    /// Directory of the database (`controller.db`, created when missing).
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// File holding the API token that host agents and operators must send (else the
+    /// `TETHER_TOKEN` environment variable).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// The VIM to report events to (not supported yet: refused when given).
+    #[arg(long, value_name = "URL")]
+    vim_url: Option<String>,
+}
+
+impl ControllerCmd {
+    /// Opens the store and serves the API until a signal.
+    pub async fn run(self) -> anyhow::Result<()> {
+        crate::logging::init("info");
+        if let Some(url) = &self.vim_url {
+            let problem = format!("--vim-url {url}: reporting to a VIM is not built yet");
+            return Err(ConfigProblem(problem).into());
+        }
+        let env = std::env::var(TOKEN_ENV).ok();
+        let token = read_token(self.token_file.as_deref(), env.as_deref())
+            .map_err(|e| ConfigProblem(crate::chain(&e)))?;
+        let config = ControllerConfig {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            token,
+        };
+        let controller = Controller::open(config).map_err(|e| ConfigProblem(crate::chain(&e)))?;
+        controller
+            .run(crate::shutdown::signalled())
+            .await
+            .context("Controller failed")
+    }
+}
