@@ -1,7 +1,7 @@
 //! The event log: queries and the live stream (Server-Sent Events).
 //!
 //! A stream first sends the stored events after the client's `Last-Event-ID` header (or
-//! `?after=`), then each event as it is stored. Each connection has a feeder task that reads
+//! `?after=`), if it sent one, then each event as it is stored. Each connection has a feeder task that reads
 //! the broadcast channel ingestion publishes to and writes into a small per-connection queue;
 //! ingestion never waits for it. A reader too slow for the broadcast's backlog is caught up
 //! from the store, and if the store cannot be read the stream ends with a comment telling the
@@ -59,8 +59,12 @@ pub(super) async fn stream(
     };
     // Subscribe before reading the backlog, so nothing stored in between is missed.
     let live = state.inner.events.subscribe();
+    let after = match after {
+        Some(after) => after,
+        None => state.store(|store| store.last_event_id()).await?,
+    };
     let (queue, out) = mpsc::channel(STREAM_QUEUE);
-    tokio::spawn(feed(state, live, after.unwrap_or(0), queue));
+    tokio::spawn(feed(state, live, after, queue));
     let events = futures_util::stream::unfold(out, |mut out| async move {
         out.recv().await.map(|event| (Ok(event), out))
     });
@@ -143,11 +147,10 @@ async fn catch_up(state: &ApiState, last: &mut u64, queue: &mpsc::Sender<Event>)
 /// `id: <id>`, `event: <name>`, `data: <the event as JSON>`.
 fn sse_event(event: &StoredEvent) -> Event {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".into());
-    let sse = Event::default().id(event.id.to_string()).data(data);
+    let mut sse = Event::default().id(event.id.to_string());
     // Names were checked at ingestion; a line break would end the field early.
-    if event.event.contains(['\n', '\r']) {
-        sse
-    } else {
-        sse.event(&event.event)
+    if !event.event.contains(['\n', '\r']) {
+        sse = sse.event(&event.event);
     }
+    sse.data(data)
 }

@@ -347,6 +347,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events matching `query`, ordered by id.
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The id of the newest event (0 when there is none).
+    fn last_event_id(&self) -> Result<u64, StoreError>;
 }
 
 /// The state an event puts its instance in, if it changes it.

@@ -242,6 +242,14 @@ impl Store for SqliteStore {
         let rows = stmt.query_map(params_from_iter(args), event_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    fn last_event_id(&self) -> Result<u64, StoreError> {
+        let conn = self.conn();
+        let id = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |row| {
+            row.get(0)
+        })?;
+        Ok(id)
+    }
 }
 
 /// The host's acknowledged sequence number; `None` if it never registered.
