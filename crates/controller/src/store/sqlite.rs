@@ -349,8 +349,9 @@ fn apply_to_instance(
                 .and_then(|ms| u32::try_from(ms).ok());
             tx.execute(
                 "UPDATE instances SET health = 'healthy', reason = '',
-                     interval_ms = COALESCE(?2, interval_ms) WHERE uuid = ?1",
-                params![event.instance, interval],
+                     interval_ms = COALESCE(?2, interval_ms),
+                     corrective_action = COALESCE(?3, corrective_action) WHERE uuid = ?1",
+                params![event.instance, interval, text("action")],
             )?;
         }
         _ => {}

@@ -78,10 +78,11 @@ impl Supervisor {
         match output {
             Output::Started { rtt_us } => {
                 self.backoff.reset();
-                let interval_ms = self.fsm.interval().map(|i| i.as_millis() as u64);
+                let guest = self.fsm.guest();
                 let details = Details {
                     rtt_us: Some(rtt_us),
-                    interval_ms,
+                    interval_ms: guest.map(|g| g.interval.as_millis() as u64),
+                    action: guest.map(|g| g.corrective_action.as_str()),
                     ..Details::default()
                 };
                 self.chatter(EventKind::HeartbeatStarted, details);

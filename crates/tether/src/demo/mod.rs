@@ -6,7 +6,9 @@
 //! guest, makes another unhealthy and crashes a third, waits until the agent has detected and
 //! recovered each; then a guest vetoes a stop, and another is rebooted, paused and unpaused
 //! with notice before and after and no false heartbeat loss; it prints a summary and exits.
-//! Without it the demo runs until Ctrl-C.
+//! Without it the demo runs until Ctrl-C. A controller runs beside them (its SQLite database
+//! in the demo's directory, its API on a free loopback port) and the agent reports to it, so
+//! `tether ctl` can be tried against the URL and token file the demo prints.
 
 mod scenario;
 mod table;
@@ -80,7 +82,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .await
         .context("Cannot start the simulated VMs")?;
 
-    let config = agent_config(&dir, &channel_dir)?;
+    let controller = start_controller(&dir).await?;
+    let mut config = agent_config(&dir, &channel_dir)?;
+    config.controller = Some(controller.url.clone());
+    config.controller_token_file = Some(controller.token_file.clone());
+    config.host_name = Some("demo-host".into());
     let hypervisor = tether_host::build_hypervisor(&config)?;
     let agent = HostAgent::new(config, hypervisor).context("Cannot start the host agent")?;
     let view = agent.view();
@@ -91,7 +97,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }));
 
     let journal = dir.join("journal.jsonl");
-    let screen = Screen::new(std::io::stdout().is_terminal());
+    let tty = std::io::stdout().is_terminal();
+    if !tty {
+        println!("{}\n", controller.hint());
+    }
+    let screen = Screen::new(tty, controller.hint());
     let outcome = if args.scenario {
         scenario::run(&sim, &view, &operations, &screen, &journal).await
     } else {
@@ -102,7 +112,108 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let _ = stop_agent.send(());
     let _ = agent_task.await;
     sim.shutdown().await;
+    if args.scenario && outcome.is_ok() {
+        controller.summary().await;
+    }
+    controller.stop().await;
     outcome
+}
+
+/// The demo's controller.
+struct DemoController {
+    url: String,
+    token_file: PathBuf,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DemoController {
+    /// What to type to look at it.
+    fn hint(&self) -> String {
+        format!(
+            "Controller: {url} (token in {token}). Try:\n  \
+             tether ctl --controller {url} --token-file {token} instances\n  \
+             tether ctl --controller {url} --token-file {token} events --follow",
+            url = self.url,
+            token = self.token_file.display()
+        )
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+
+    /// Prints what the controller learned from the agent, read back through its API.
+    async fn summary(&self) {
+        let token = std::fs::read_to_string(&self.token_file).unwrap_or_default();
+        let Ok(client) = crate::ctl::ControllerClient::new(&self.url, token) else {
+            return;
+        };
+        let instances = client.get("/v1/instances?host=demo-host").await;
+        let events = client.get("/v1/events?host=demo-host&limit=1000").await;
+        let (Ok(instances), Ok(events)) = (instances, events) else {
+            println!("Controller: could not be read back");
+            return;
+        };
+        let events = events["events"].as_array().cloned().unwrap_or_default();
+        let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+        println!(
+            "Controller ({}): {} instances of demo-host, {} events stored: {} heartbeat_lost, \
+             {} guest_unhealthy, {} recovery_done, {} operation_finished",
+            self.url,
+            instances.as_array().map_or(0, Vec::len),
+            events.len(),
+            count("heartbeat_lost"),
+            count("guest_unhealthy"),
+            count("recovery_done"),
+            count("operation_finished"),
+        );
+    }
+}
+
+/// Starts a controller on a free loopback port with a fresh token, its data under `dir`.
+async fn start_controller(dir: &Path) -> anyhow::Result<DemoController> {
+    let token = random_token().context("Cannot make a token for the demo's controller")?;
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, &token)
+        .with_context(|| format!("Cannot write {}", token_file.display()))?;
+    let config = tether_controller::ControllerConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: dir.join("controller"),
+        token,
+    };
+    let mut controller =
+        tether_controller::Controller::open(config).context("Cannot open the demo's controller")?;
+    let addr = controller
+        .bind()
+        .await
+        .context("Cannot start the demo's controller")?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let result = controller
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %crate::chain(&e), "The demo's controller failed");
+        }
+    });
+    Ok(DemoController {
+        url: format!("http://{addr}"),
+        token_file,
+        stop,
+        task,
+    })
+}
+
+/// 128 bits from the kernel's random source, as hex.
+fn random_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn agent_config(dir: &Path, channel_dir: &Path) -> anyhow::Result<HostConfig> {
@@ -148,11 +259,12 @@ async fn watch_until_signal(sim: &Sim, view: &AgentView, screen: &Screen, journa
 /// Where the table goes: redrawn in place on a terminal, printed now and then elsewhere.
 pub(crate) struct Screen {
     tty: bool,
+    footer: String,
 }
 
 impl Screen {
-    fn new(tty: bool) -> Self {
-        Screen { tty }
+    fn new(tty: bool, footer: String) -> Self {
+        Screen { tty, footer }
     }
 
     pub(crate) fn refresh(&self) -> Duration {
@@ -192,6 +304,11 @@ impl Screen {
         text.push('\n');
         text.push_str(note);
         text.push('\n');
+        if self.tty {
+            text.push('\n');
+            text.push_str(&self.footer);
+            text.push('\n');
+        }
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes());
         let _ = out.flush();
