@@ -18,6 +18,12 @@ pub fn format_ts(at: SystemTime) -> String {
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }
 
+/// Milliseconds since the Unix epoch of `at` (0 before the epoch).
+pub fn unix_ms(at: SystemTime) -> i64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Milliseconds since the Unix epoch of an RFC 3339 timestamp; `None` if it is not one.
 pub fn parse_ts_ms(text: &str) -> Option<i64> {
     let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;

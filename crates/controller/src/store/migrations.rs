@@ -51,6 +51,27 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_instance ON events (instance, id);
     CREATE INDEX events_ts ON events (ts_ms);",
+    // 2: webhook subscriptions and their outbox, one delivery per (webhook, event).
+    "CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_error TEXT,
+        last_error_at TEXT
+    );
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id INTEGER NOT NULL,
+        event_id INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at_ms INTEGER NOT NULL,
+        last_error TEXT,
+        delivered_at_ms INTEGER,
+        UNIQUE (webhook_id, event_id)
+    );
+    CREATE INDEX deliveries_pending ON deliveries (webhook_id, id)
+        WHERE delivered_at_ms IS NULL;",
 ];
 
 /// The schema version this build writes.

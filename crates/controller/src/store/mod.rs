@@ -1,4 +1,4 @@
-//! The controller's durable state: hosts, instances and the event log.
+//! The controller's durable state: hosts, instances, the event log and the webhook outbox.
 //!
 //! [`Store`] is the typed boundary between the HTTP API and the database: handlers parse and
 //! validate a request into the records below (never JSON into the store), then call one
@@ -6,6 +6,7 @@
 //! implementation.
 
 mod migrations;
+mod outbox;
 mod sqlite;
 
 use std::fmt;
@@ -229,6 +230,75 @@ impl Default for EventQuery {
     }
 }
 
+/// A webhook subscription, as the API shows it (never with its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookRecord {
+    /// The subscription's id.
+    pub id: u64,
+    /// Where events are POSTed.
+    pub url: String,
+    /// When it was created (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+/// A webhook subscription with the state of its deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookStatus {
+    /// The subscription.
+    #[serde(flatten)]
+    pub webhook: WebhookRecord,
+    /// Deliveries not delivered yet.
+    pub pending: u64,
+    /// Deliveries the subscriber accepted.
+    pub delivered: u64,
+    /// Pending deliveries that failed at least once.
+    pub failing: u64,
+    /// The latest failed attempt's error, if any attempt ever failed.
+    pub last_error: Option<String>,
+    /// When that attempt failed (RFC 3339, UTC).
+    pub last_error_at: Option<String>,
+}
+
+/// An undelivered event for one subscriber: what the delivery task sends.
+#[derive(Clone, PartialEq)]
+pub struct Delivery {
+    /// The delivery's id in the outbox.
+    pub id: u64,
+    /// The subscription it is for.
+    pub webhook_id: u64,
+    /// The subscriber's URL.
+    pub url: String,
+    /// The subscriber's signing secret.
+    pub secret: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// The event to send.
+    pub event: StoredEvent,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("webhook_id", &self.webhook_id)
+            .field("url", &self.url)
+            .field("attempts", &self.attempts)
+            .field("event", &self.event.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Store::due_deliveries`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DueDeliveries {
+    /// Deliveries to attempt now, oldest first; at most one per subscription (its oldest
+    /// undelivered one, so each subscriber gets its events in order).
+    pub ready: Vec<Delivery>,
+    /// When the earliest delivery that is not due yet becomes due (milliseconds since the
+    /// Unix epoch); `None` when nothing else waits.
+    pub next_at_ms: Option<i64>,
+}
+
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -350,6 +420,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// The id of the newest event (0 when there is none).
     fn last_event_id(&self) -> Result<u64, StoreError>;
+
+    /// Subscribes `url` (signing with `secret`) to every event stored from now on.
+    /// [`Store::append_events`] enqueues one delivery per subscription and new event, in the
+    /// transaction that stores the event.
+    fn add_webhook(
+        &self,
+        url: &str,
+        secret: &str,
+        now: SystemTime,
+    ) -> Result<WebhookRecord, StoreError>;
+
+    /// Every subscription, ordered by id.
+    fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError>;
+
+    /// One subscription with the counts of its deliveries.
+    fn webhook(&self, id: u64) -> Result<Option<WebhookStatus>, StoreError>;
+
+    /// Removes a subscription and all its deliveries; `false` if there is no such one.
+    fn delete_webhook(&self, id: u64) -> Result<bool, StoreError>;
+
+    /// The head of each subscription's queue (its oldest undelivered delivery) that is due
+    /// at `now_ms`, oldest first, at most `limit`; and when the next one not due yet is.
+    fn due_deliveries(&self, now_ms: i64, limit: u32) -> Result<DueDeliveries, StoreError>;
+
+    /// Records that the subscriber accepted delivery `id`. A delivery that no longer exists
+    /// (its subscription was deleted) is ignored.
+    fn mark_delivered(&self, id: u64, now_ms: i64) -> Result<(), StoreError>;
+
+    /// Records a failed attempt at delivery `id` and when to try it again.
+    fn mark_failed(
+        &self,
+        id: u64,
+        error: &str,
+        next_at_ms: i64,
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
 }
 
 /// The state an event puts its instance in, if it changes it.

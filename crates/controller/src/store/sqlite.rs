@@ -17,10 +17,11 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Tra
 use serde_json::{Map, Value};
 
 use super::{
-    migrations, state_after, Appended, CorrectiveAction, EventQuery, HostRecord, InstanceFilter,
-    InstanceRecord, NewEvent, Registration, Store, StoreError, StoredEvent, GONE,
+    migrations, outbox, state_after, Appended, CorrectiveAction, DueDeliveries, EventQuery,
+    HostRecord, InstanceFilter, InstanceRecord, NewEvent, Registration, Store, StoreError,
+    StoredEvent, WebhookRecord, WebhookStatus, GONE,
 };
-use crate::clock::format_ts;
+use crate::clock::{format_ts, unix_ms};
 
 /// The database's file name inside the data directory.
 pub const FILE_NAME: &str = "controller.db";
@@ -35,7 +36,7 @@ pub struct SqliteStore {
 const HOST_COLUMNS: &str = "name, api_url, reporting_enabled, registered_at, last_seen, acked_seq";
 const INSTANCE_COLUMNS: &str = "uuid, host, name, state, interval_ms, health, \
      corrective_action, reason, reporting_enabled, corrective_override, updated_at";
-const EVENT_COLUMNS: &str = "id, host, host_seq, ts, instance, name, event, details";
+pub(super) const EVENT_COLUMNS: &str = "id, host, host_seq, ts, instance, name, event, details";
 
 impl SqliteStore {
     /// Opens (creating it and `data_dir` if needed) and migrates `<data_dir>/controller.db`.
@@ -119,6 +120,7 @@ impl Store for SqliteStore {
         events: &[NewEvent],
         now: SystemTime,
     ) -> Result<Appended, StoreError> {
+        let now_ms = unix_ms(now);
         let now = format_ts(now);
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -131,7 +133,9 @@ impl Store for SqliteStore {
         }
         let mut stored = Vec::with_capacity(fresh.len());
         for event in fresh {
-            stored.push(insert_event(&tx, host, event)?);
+            let new = insert_event(&tx, host, event)?;
+            outbox::enqueue(&tx, new.id, now_ms)?;
+            stored.push(new);
             apply_to_instance(&tx, host, event, &now)?;
             acked = event.seq;
         }
@@ -249,6 +253,45 @@ impl Store for SqliteStore {
             row.get(0)
         })?;
         Ok(id)
+    }
+
+    fn add_webhook(
+        &self,
+        url: &str,
+        secret: &str,
+        now: SystemTime,
+    ) -> Result<WebhookRecord, StoreError> {
+        outbox::add(&self.conn(), url, secret, now)
+    }
+
+    fn webhooks(&self) -> Result<Vec<WebhookRecord>, StoreError> {
+        outbox::list(&self.conn())
+    }
+
+    fn webhook(&self, id: u64) -> Result<Option<WebhookStatus>, StoreError> {
+        outbox::status(&self.conn(), id)
+    }
+
+    fn delete_webhook(&self, id: u64) -> Result<bool, StoreError> {
+        outbox::delete(&mut self.conn(), id)
+    }
+
+    fn due_deliveries(&self, now_ms: i64, limit: u32) -> Result<DueDeliveries, StoreError> {
+        outbox::due(&self.conn(), now_ms, limit)
+    }
+
+    fn mark_delivered(&self, id: u64, now_ms: i64) -> Result<(), StoreError> {
+        outbox::delivered(&self.conn(), id, now_ms)
+    }
+
+    fn mark_failed(
+        &self,
+        id: u64,
+        error: &str,
+        next_at_ms: i64,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        outbox::failed(&mut self.conn(), id, error, next_at_ms, now)
     }
 }
 
@@ -401,19 +444,24 @@ fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
 }
 
 fn event_row(row: &Row<'_>) -> rusqlite::Result<StoredEvent> {
-    let details: String = row.get(7)?;
+    event_row_at(row, 0)
+}
+
+/// An event whose [`EVENT_COLUMNS`] start at column `at`.
+pub(super) fn event_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<StoredEvent> {
+    let details: String = row.get(at + 7)?;
     let details = match serde_json::from_str::<Value>(&details) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
     Ok(StoredEvent {
-        id: row.get(0)?,
-        host: row.get(1)?,
-        seq: row.get(2)?,
-        ts: row.get(3)?,
-        instance: row.get(4)?,
-        name: row.get(5)?,
-        event: row.get(6)?,
+        id: row.get(at)?,
+        host: row.get(at + 1)?,
+        seq: row.get(at + 2)?,
+        ts: row.get(at + 3)?,
+        instance: row.get(at + 4)?,
+        name: row.get(at + 5)?,
+        event: row.get(at + 6)?,
         details,
     })
 }
