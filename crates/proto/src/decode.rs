@@ -6,8 +6,7 @@
 //! ignored so that a higher protocol version can add fields. Every refusal is a
 //! [`DecodeError`] that names what was wrong.
 
-use serde_json::{Map, Value};
-
+use crate::fields::{Field, Fields, Key};
 use crate::message::{
     ActionNotify, ActionResponse, ChallengeResponse, Exit, Health, Init, Message, MsgType, Nack,
 };
@@ -56,100 +55,101 @@ pub fn decode_message(frame: &[u8]) -> Result<Message, DecodeError> {
     if frame.len() > MAX_MSG_SIZE {
         return Err(DecodeError::Oversized);
     }
-    let map: Map<String, Value> =
-        serde_json::from_slice(frame).map_err(|_| DecodeError::NotAnObject)?;
-    let obj = Obj(&map);
-    let version = obj.int("version")?;
+    let fields = Fields::parse(frame).ok_or(DecodeError::NotAnObject)?;
+    decode_fields(&fields)
+}
+
+/// The message in a frame's known keys.
+fn decode_fields(obj: &Fields<'_>) -> Result<Message, DecodeError> {
+    let version = obj.int(Key::Version)?;
     if version < i64::from(VERSION) {
         return Err(DecodeError::BadVersion(version));
     }
-    obj.int("revision")?;
-    obj.int("sequence")?;
-    let msg_type = obj.str("msg_type")?;
+    obj.int(Key::Revision)?;
+    obj.int(Key::Sequence)?;
+    let msg_type = obj.str(Key::MsgType)?;
     let msg_type: MsgType = msg_type
         .parse()
         .map_err(|_| DecodeError::UnsupportedType(msg_type.to_owned()))?;
-    decode_body(msg_type, &obj)
+    decode_body(msg_type, obj)
 }
 
-fn decode_body(msg_type: MsgType, obj: &Obj<'_>) -> Result<Message, DecodeError> {
+fn decode_body(msg_type: MsgType, obj: &Fields<'_>) -> Result<Message, DecodeError> {
     Ok(match msg_type {
         MsgType::Init => Message::Init(Init {
-            invocation_id: obj.u32("invocation_id")?,
-            name: obj.str("name")?.to_owned(),
-            heartbeat_interval_ms: obj.u32("heartbeat_interval_ms")?,
-            vote_secs: obj.u32("vote_secs")?,
-            shutdown_notice_secs: obj.u32("shutdown_notice_secs")?,
-            suspend_notice_secs: obj.u32("suspend_notice_secs")?,
-            resume_notice_secs: obj.u32("resume_notice_secs")?,
-            restart_secs: obj.u32("restart_secs")?,
-            corrective_action: obj.parsed("corrective_action")?,
+            invocation_id: obj.u32(Key::InvocationId)?,
+            name: obj.str(Key::Name)?.to_owned(),
+            heartbeat_interval_ms: obj.u32(Key::HeartbeatIntervalMs)?,
+            vote_secs: obj.u32(Key::VoteSecs)?,
+            shutdown_notice_secs: obj.u32(Key::ShutdownNoticeSecs)?,
+            suspend_notice_secs: obj.u32(Key::SuspendNoticeSecs)?,
+            resume_notice_secs: obj.u32(Key::ResumeNoticeSecs)?,
+            restart_secs: obj.u32(Key::RestartSecs)?,
+            corrective_action: obj.parsed(Key::CorrectiveAction)?,
         }),
         MsgType::InitAck => Message::InitAck {
-            invocation_id: obj.u32("invocation_id")?,
+            invocation_id: obj.u32(Key::InvocationId)?,
         },
         MsgType::Challenge => Message::Challenge {
-            heartbeat_challenge: obj.u32("heartbeat_challenge")?,
+            heartbeat_challenge: obj.u32(Key::HeartbeatChallenge)?,
         },
         MsgType::ChallengeResponse => Message::ChallengeResponse(ChallengeResponse {
-            heartbeat_response: obj.u32("heartbeat_response")?,
-            heartbeat_health: Health::from_wire_lenient(obj.str("heartbeat_health")?).0,
-            corrective_action: obj.parsed("corrective_action")?,
-            log_msg: obj.str("log_msg")?.to_owned(),
+            heartbeat_response: obj.u32(Key::HeartbeatResponse)?,
+            heartbeat_health: Health::from_wire_lenient(obj.str(Key::HeartbeatHealth)?).0,
+            corrective_action: obj.parsed(Key::CorrectiveAction)?,
+            log_msg: obj.str(Key::LogMsg)?.to_owned(),
         }),
         MsgType::ActionNotify => Message::ActionNotify(ActionNotify {
-            invocation_id: obj.u32("invocation_id")?,
-            event_type: obj.parsed("event_type")?,
-            notification_type: obj.parsed("notification_type")?,
-            timeout_ms: obj.u32("timeout_ms")?,
+            invocation_id: obj.u32(Key::InvocationId)?,
+            event_type: obj.parsed(Key::EventType)?,
+            notification_type: obj.parsed(Key::NotificationType)?,
+            timeout_ms: obj.u32(Key::TimeoutMs)?,
         }),
         MsgType::ActionResponse => Message::ActionResponse(ActionResponse {
-            invocation_id: obj.u32("invocation_id")?,
-            event_type: obj.parsed("event_type")?,
-            notification_type: obj.parsed("notification_type")?,
-            vote_result: obj.parsed("vote_result")?,
-            log_msg: obj.str("log_msg")?.to_owned(),
+            invocation_id: obj.u32(Key::InvocationId)?,
+            event_type: obj.parsed(Key::EventType)?,
+            notification_type: obj.parsed(Key::NotificationType)?,
+            vote_result: obj.parsed(Key::VoteResult)?,
+            log_msg: obj.str(Key::LogMsg)?.to_owned(),
         }),
         MsgType::Exit => Message::Exit(Exit {
-            log_msg: obj.str("log_msg")?.to_owned(),
+            log_msg: obj.str(Key::LogMsg)?.to_owned(),
         }),
         MsgType::Nack => Message::Nack(Nack {
-            invocation_id: obj.u32("invocation_id")?,
-            log_msg: obj.str("log_msg")?.to_owned(),
+            invocation_id: obj.u32(Key::InvocationId)?,
+            log_msg: obj.str(Key::LogMsg)?.to_owned(),
         }),
     })
 }
 
-/// Typed look-ups in a decoded JSON object; each failure names its key.
-struct Obj<'a>(&'a Map<String, Value>);
-
-impl Obj<'_> {
-    fn int(&self, key: &'static str) -> Result<i64, DecodeError> {
-        self.0
-            .get(key)
-            .and_then(Value::as_i64)
-            .ok_or(DecodeError::BadField(key))
+/// Typed look-ups in a frame's known keys; each failure names its key.
+impl Fields<'_> {
+    fn int(&self, key: Key) -> Result<i64, DecodeError> {
+        match self.get(key) {
+            Field::Int(value) => Ok(*value),
+            _ => Err(DecodeError::BadField(key.name())),
+        }
     }
 
-    fn u32(&self, key: &'static str) -> Result<u32, DecodeError> {
+    fn u32(&self, key: Key) -> Result<u32, DecodeError> {
         let value = self.int(key)?;
         u32::try_from(value)
             .ok()
             .filter(|v| *v <= MAX_INT)
-            .ok_or(DecodeError::BadField(key))
+            .ok_or(DecodeError::BadField(key.name()))
     }
 
-    fn str(&self, key: &'static str) -> Result<&str, DecodeError> {
-        self.0
-            .get(key)
-            .and_then(Value::as_str)
-            .ok_or(DecodeError::BadField(key))
+    fn str(&self, key: Key) -> Result<&str, DecodeError> {
+        match self.get(key) {
+            Field::Str(text) => Ok(text),
+            _ => Err(DecodeError::BadField(key.name())),
+        }
     }
 
-    fn parsed<T: std::str::FromStr>(&self, key: &'static str) -> Result<T, DecodeError> {
+    fn parsed<T: std::str::FromStr>(&self, key: Key) -> Result<T, DecodeError> {
         self.str(key)?
             .parse()
-            .map_err(|_| DecodeError::BadField(key))
+            .map_err(|_| DecodeError::BadField(key.name()))
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod decode;
 mod encode;
+mod fields;
 mod message;
 mod stream;
 
