@@ -8,10 +8,11 @@
 //!
 //! Modules: [`store`] (records, the `Store` trait, SQLite), [`ingest`] (the bodies host agents
 //! send), [`query`] (query strings), [`api`] (routes), [`token`] (the bearer token),
-//! [`clock`] (timestamps).
+//! [`clock`] (timestamps), [`hostlink`] (commands to host agents).
 
 pub mod api;
 pub mod clock;
+pub mod hostlink;
 pub mod ingest;
 pub mod query;
 pub mod store;

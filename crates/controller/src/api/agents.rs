@@ -14,6 +14,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::{read_body, ApiError, ApiState};
+use crate::hostlink::resync;
 use crate::ingest::{parse_events, parse_registration, MAX_EVENTS_BODY, MAX_REGISTER_BODY};
 use crate::store::{Appended, NewEvent, StoreError};
 
@@ -25,11 +26,13 @@ pub(super) async fn register(
     let registration = parse_registration(&bytes)?;
     let host = registration.host.clone();
     let instances = registration.instances.len();
+    let reported = resync::reported_flags(&bytes);
     let now = SystemTime::now();
     let acked = state
         .store(move |store| store.register(&registration, now))
         .await?;
     tracing::info!(%host, instances, acked_seq = acked, "A host agent registered");
+    tokio::spawn(resync::after_register(state.clone(), host, reported));
     Ok(Json(json!({"acked_seq": acked})))
 }
 

@@ -118,7 +118,7 @@ impl From<ApiError> for Response {
 }
 
 /// An error and its sources, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -6,9 +6,10 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::Json;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{read_body, ApiError, ApiState, MAX_BODY};
+use crate::hostlink::resync;
 use crate::query::instance_filter;
 use crate::store::{CorrectiveAction, HostRecord, InstanceRecord};
 
@@ -29,26 +30,29 @@ pub(super) async fn host(
     found.await?.map(Json).ok_or_else(|| no_host(&name))
 }
 
-pub(super) async fn enable_host(state: State<ApiState>, name: Path<String>) -> Answer<HostRecord> {
+pub(super) async fn enable_host(state: State<ApiState>, name: Path<String>) -> Answer<Value> {
     host_reporting(state, name, true).await
 }
 
-pub(super) async fn disable_host(state: State<ApiState>, name: Path<String>) -> Answer<HostRecord> {
+pub(super) async fn disable_host(state: State<ApiState>, name: Path<String>) -> Answer<Value> {
     host_reporting(state, name, false).await
 }
 
+/// Stores the host's switch, then sends it to the host: the answer is the host record with
+/// `applied` (whether the host took it now; if not, it gets it when it registers next).
 async fn host_reporting(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     enabled: bool,
-) -> Answer<HostRecord> {
+) -> Answer<Value> {
     let changed = state.store({
         let name = name.clone();
         move |store| store.set_host_reporting(&name, enabled)
     });
     let host = changed.await?.ok_or_else(|| no_host(&name))?;
     tracing::info!(host = %host.name, enabled, "Host reporting changed");
-    Ok(Json(host))
+    let applied = resync::push_host(&state, &host).await;
+    Ok(Json(with_applied(&host, applied)))
 }
 
 pub(super) async fn instances(
@@ -72,33 +76,52 @@ pub(super) async fn instance(
     found.await?.map(Json).ok_or_else(|| no_instance(&uuid))
 }
 
-pub(super) async fn enable_instance(
-    state: State<ApiState>,
-    uuid: Path<String>,
-) -> Answer<InstanceRecord> {
+pub(super) async fn enable_instance(state: State<ApiState>, uuid: Path<String>) -> Answer<Value> {
     instance_reporting(state, uuid, true).await
 }
 
-pub(super) async fn disable_instance(
-    state: State<ApiState>,
-    uuid: Path<String>,
-) -> Answer<InstanceRecord> {
+pub(super) async fn disable_instance(state: State<ApiState>, uuid: Path<String>) -> Answer<Value> {
     instance_reporting(state, uuid, false).await
 }
 
+/// Stores the instance's switch and sends it to its host, answering like [`host_reporting`].
 async fn instance_reporting(
     State(state): State<ApiState>,
     Path(uuid): Path<String>,
     enabled: bool,
-) -> Answer<InstanceRecord> {
+) -> Answer<Value> {
+    let instance = set_instance_reporting(&state, &uuid, enabled)
+        .await?
+        .ok_or_else(|| no_instance(&uuid))?;
+    let applied = resync::push_instance(&state, &instance).await;
+    Ok(Json(with_applied(&instance, applied)))
+}
+
+/// Stores an instance's switch; `None` for an unknown instance.
+pub(crate) async fn set_instance_reporting(
+    state: &ApiState,
+    uuid: &str,
+    enabled: bool,
+) -> Result<Option<InstanceRecord>, ApiError> {
     let now = SystemTime::now();
     let changed = state.store({
-        let uuid = uuid.clone();
+        let uuid = uuid.to_owned();
         move |store| store.set_instance_reporting(&uuid, enabled, now)
     });
-    let instance = changed.await?.ok_or_else(|| no_instance(&uuid))?;
-    tracing::info!(instance = %instance.uuid, enabled, "Instance reporting changed");
-    Ok(Json(instance))
+    let instance = changed.await?;
+    if let Some(instance) = &instance {
+        tracing::info!(instance = %instance.uuid, enabled, "Instance reporting changed");
+    }
+    Ok(instance)
+}
+
+/// `record` as JSON with `"applied": applied` added.
+fn with_applied(record: &impl serde::Serialize, applied: bool) -> Value {
+    let mut value = serde_json::to_value(record).unwrap_or_else(|_| Value::Object(Map::new()));
+    if let Some(object) = value.as_object_mut() {
+        object.insert("applied".into(), Value::Bool(applied));
+    }
+    value
 }
 
 pub(super) async fn corrective_action(

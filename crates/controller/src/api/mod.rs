@@ -10,11 +10,13 @@
 //! | `GET /v1/hosts[/{name}]`, `POST /v1/hosts/{name}/enable\|disable` | [`inventory`] |
 //! | `GET /v1/instances[/{uuid}]`, `POST …/enable\|disable`, `PUT …/corrective-action` | [`inventory`] |
 //! | `GET /v1/events`, `GET /v1/events/stream` | [`events`] |
+//! | `POST /v1/instances/{uuid}/operations`, `GET /v1/operations/{id}` | [`operations`] |
 
 mod agents;
 mod error;
 mod events;
 mod inventory;
+mod operations;
 
 use std::sync::{Arc, Mutex};
 
@@ -28,8 +30,10 @@ use axum::Router;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, watch};
 
+pub(crate) use error::chain as error_chain;
 pub use error::ApiError;
 
+use crate::hostlink::HostLink;
 use crate::store::{Store, StoreError, StoredEvent};
 use crate::token::token_matches;
 
@@ -55,6 +59,8 @@ struct Inner {
     ingest: Mutex<()>,
     /// Set once the controller is stopping; event streams end.
     stopping: watch::Sender<bool>,
+    /// Commands to host agents.
+    hostlink: HostLink,
 }
 
 impl ApiState {
@@ -69,6 +75,7 @@ impl ApiState {
                 events,
                 ingest: Mutex::new(()),
                 stopping,
+                hostlink: HostLink::new(),
             }),
         }
     }
@@ -78,8 +85,13 @@ impl ApiState {
         self.inner.stopping.send_replace(true);
     }
 
+    /// The client of host agents' APIs.
+    pub(crate) fn hostlink(&self) -> &HostLink {
+        &self.inner.hostlink
+    }
+
     /// Runs `call` on the store on the blocking pool.
-    async fn store<T, F>(&self, call: F) -> Result<T, StoreError>
+    pub(crate) async fn store<T, F>(&self, call: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
@@ -115,6 +127,8 @@ pub fn router(state: ApiState) -> Router {
             &format!("{instance}/corrective-action"),
             put(inventory::corrective_action),
         )
+        .route(&format!("{instance}/operations"), post(operations::start))
+        .route("/v1/operations/{id}", get(operations::get))
         .route("/v1/events", get(events::query))
         .route("/v1/events/stream", get(events::stream))
         .fallback(unknown_path)
