@@ -2,7 +2,8 @@
 //!
 //! Host agents register with the controller and send it their journal events; the controller
 //! keeps hosts, instances and the event log in a [`Store`] (SQLite by default) and serves them
-//! to operators and the VIM over an authenticated HTTP API ([`api`]). A binary builds a
+//! to operators and the VIM over an authenticated HTTP API ([`api`]), and POSTs every event to
+//! the subscribed webhooks ([`webhooks`]). A binary builds a
 //! [`ControllerConfig`], calls [`Controller::open`] and then [`Controller::run`] with a
 //! shutdown future; tests do the same in-process, or drive [`router`] directly.
 //!
@@ -17,6 +18,7 @@ pub mod ingest;
 pub mod query;
 pub mod store;
 pub mod token;
+pub mod webhooks;
 
 use std::future::Future;
 use std::io;
@@ -73,6 +75,7 @@ pub struct Controller {
     config: ControllerConfig,
     state: ApiState,
     listener: Option<TcpListener>,
+    webhook_backoff: webhooks::Backoff,
 }
 
 impl Controller {
@@ -88,6 +91,7 @@ impl Controller {
             config,
             state,
             listener: None,
+            webhook_backoff: webhooks::Backoff::default(),
         })
     }
 
@@ -117,8 +121,16 @@ impl Controller {
         self.state.clone()
     }
 
+    /// Sets the webhook retry delays: `base` after the first failure, doubling up to `max`
+    /// (default 1 s to 5 min). For tests that cannot wait that long.
+    pub fn with_webhook_backoff(mut self, base: Duration, max: Duration) -> Controller {
+        self.webhook_backoff = webhooks::Backoff { base, max };
+        self
+    }
+
     /// Binds (if [`Controller::bind`] was not called) and serves until `shutdown` completes;
-    /// then ends event streams and lets open requests finish for a few seconds.
+    /// then ends event streams and lets open requests finish for a few seconds. Webhook
+    /// deliveries run meanwhile and stop when `run` returns (undelivered ones stay queued).
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -128,6 +140,8 @@ impl Controller {
             return Ok(());
         };
         tracing::info!(%addr, "The controller API is listening");
+        let (store, wake) = self.state.outbox();
+        let _delivery = webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff);
         let state = self.state.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {

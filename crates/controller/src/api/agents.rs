@@ -60,6 +60,9 @@ impl ApiState {
             for event in &appended.stored {
                 let _ = inner.events.send(Arc::new(event.clone()));
             }
+            if !appended.stored.is_empty() {
+                inner.outbox.notify_one();
+            }
             Ok(appended)
         });
         task.await.map_err(StoreError::Task)?

@@ -10,6 +10,7 @@
 //! | `GET /v1/hosts[/{name}]`, `POST /v1/hosts/{name}/enable\|disable` | [`inventory`] |
 //! | `GET /v1/instances[/{uuid}]`, `POST …/enable\|disable`, `PUT …/corrective-action` | [`inventory`] |
 //! | `GET /v1/events`, `GET /v1/events/stream` | [`events`] |
+//! | `POST\|GET /v1/webhooks`, `GET\|DELETE /v1/webhooks/{id}` | [`webhooks`] |
 //! | `POST /v1/instances/{uuid}/operations`, `GET /v1/operations/{id}` | [`operations`] |
 
 mod agents;
@@ -17,6 +18,7 @@ mod error;
 mod events;
 mod inventory;
 mod operations;
+mod webhooks;
 
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +30,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 
 pub(crate) use error::chain as error_chain;
 pub use error::ApiError;
@@ -59,6 +61,8 @@ struct Inner {
     ingest: Mutex<()>,
     /// Set once the controller is stopping; event streams end.
     stopping: watch::Sender<bool>,
+    /// Notified when ingestion enqueued webhook deliveries.
+    outbox: Arc<Notify>,
     /// Commands to host agents.
     hostlink: HostLink,
 }
@@ -75,6 +79,7 @@ impl ApiState {
                 events,
                 ingest: Mutex::new(()),
                 stopping,
+                outbox: Arc::new(Notify::new()),
                 hostlink: HostLink::new(),
             }),
         }
@@ -131,6 +136,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/operations/{id}", get(operations::get))
         .route("/v1/events", get(events::query))
         .route("/v1/events/stream", get(events::stream))
+        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))

@@ -88,12 +88,25 @@ async fn start_on(
     oneshot::Sender<()>,
     JoinHandle<Result<(), ControllerError>>,
 ) {
+    start_controller(dir, |controller| controller).await
+}
+
+/// Starts a controller on `<dir>/data`, set up by `configure`; returns its address, the
+/// sender that stops it and its task.
+pub async fn start_controller(
+    dir: &Path,
+    configure: impl FnOnce(Controller) -> Controller,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), ControllerError>>,
+) {
     let config = ControllerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
         token: TOKEN.into(),
     };
-    let mut controller = Controller::open(config).unwrap();
+    let mut controller = configure(Controller::open(config).unwrap());
     let addr = controller.bind().await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(controller.run(async {
