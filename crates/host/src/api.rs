@@ -8,7 +8,8 @@
 //!   `pause`, `unpause`, `suspend`, `resume`, `resize_begin`, `resize_end`,
 //!   `live_migrate_begin`, `live_migrate_end`, `cold_migrate_begin`, `cold_migrate_end`):
 //!   starts a lifecycle operation and answers 202 `{"id": "…"}`; 404 for an unknown instance,
-//!   409 when one is already running for it, 400 for a bad body;
+//!   409 when one is already running for it, 400 for a bad body. An optional
+//!   `"only": "vote" | "notify"` runs just that step (see [`Scope`]);
 //! - `GET /v1/operations/{id}`: an [`OperationRecord`];
 //! - `GET /v1/reporting` and `PUT /v1/reporting` with `{"enabled": bool}`: the host-wide
 //!   reporting switch, answered as `{"enabled": bool}`;
@@ -41,7 +42,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::lifecycle::plan;
+use crate::lifecycle::{plan, Scope};
 use crate::operations::{BeginError, OperationRecord, Operations};
 use crate::status::{AgentView, InstanceStatus};
 use crate::HostError;
@@ -100,6 +101,8 @@ async fn one(State(state): State<ApiState>, UrlPath(uuid): UrlPath<String>) -> R
 #[serde(deny_unknown_fields)]
 struct ActionRequest {
     action: String,
+    #[serde(default)]
+    only: Option<String>,
 }
 
 async fn start_action(
@@ -113,7 +116,9 @@ async fn start_action(
             return error(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                &format!("The body must be {{\"action\": \"<event>\"}}: {e}"),
+                &format!(
+                    "The body must be {{\"action\": \"<event>\"[, \"only\": \"vote\" | \"notify\"]}}: {e}"
+                ),
             )
         }
     };
@@ -133,7 +138,17 @@ async fn start_action(
             return error(StatusCode::BAD_REQUEST, "bad_request", &message);
         }
     };
-    match state.operations.begin(&uuid, event) {
+    let scope = match request.only.as_deref() {
+        None => Scope::Full,
+        Some(only) => match Scope::from_only(only) {
+            Some(scope) => scope,
+            None => {
+                let message = format!("Unknown only {only:?}; one of: vote, notify");
+                return error(StatusCode::BAD_REQUEST, "bad_request", &message);
+            }
+        },
+    };
+    match state.operations.begin_scoped(&uuid, event, scope) {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response(),
         Err(BeginError::UnknownInstance) => {
             not_found(&format!("No instance with uuid {uuid:?} on this host"))

@@ -15,7 +15,7 @@ use tether_proto::EventType;
 use tokio::sync::mpsc;
 
 use crate::journal::format_ts;
-use crate::lifecycle::{OpState, Run, Step};
+use crate::lifecycle::{OpState, Run, Scope, Step};
 use crate::supervisor::Command;
 
 /// Finished operations remembered.
@@ -30,6 +30,9 @@ pub struct OperationRecord {
     pub instance: String,
     /// The event asked for (`stop`, `reboot`, `pause`, …).
     pub action: &'static str,
+    /// `vote` or `notify` when only that step runs; absent for the whole sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only: Option<&'static str>,
     /// Where it stands.
     pub state: OpState,
     /// Why it was rejected (the guest's words) or failed.
@@ -88,6 +91,16 @@ impl Operations {
 
     /// Starts `event` on `uuid`; returns the new operation's id.
     pub fn begin(&self, uuid: &str, event: EventType) -> Result<String, BeginError> {
+        self.begin_scoped(uuid, event, Scope::Full)
+    }
+
+    /// Starts the part `scope` of `event` on `uuid`; returns the new operation's id.
+    pub fn begin_scoped(
+        &self,
+        uuid: &str,
+        event: EventType,
+        scope: Scope,
+    ) -> Result<String, BeginError> {
         let mut table = self.lock();
         let Some((key, commands)) = table
             .controls
@@ -103,6 +116,7 @@ impl Operations {
         let command = Command::Operate {
             id: id.clone(),
             event,
+            scope,
         };
         if commands.try_send(command).is_err() {
             // The supervisor is ending or swamped with commands; a retry will tell which.
@@ -114,7 +128,12 @@ impl Operations {
                 id: id.clone(),
                 instance: uuid.to_owned(),
                 action: event.as_str(),
-                state: OpState::Voting,
+                only: scope.only(),
+                state: if scope == Scope::Notify {
+                    OpState::Notifying
+                } else {
+                    OpState::Voting
+                },
                 reason: None,
                 started_at: format_ts(std::time::SystemTime::now()),
                 steps: Vec::new(),
@@ -216,7 +235,8 @@ mod tests {
             rx.try_recv().ok(),
             Some(Command::Operate {
                 id: id.clone(),
-                event: EventType::Pause
+                event: EventType::Pause,
+                scope: Scope::Full,
             })
         );
         let record = ops.get(&id).unwrap();

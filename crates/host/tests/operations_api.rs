@@ -84,3 +84,45 @@ async fn bad_requests_are_refused_with_a_stable_code() {
     assert_eq!(code, 413);
     assert!(h.hypervisor.calls().is_empty());
 }
+
+#[tokio::test]
+async fn only_runs_one_step_and_an_unknown_only_is_refused() {
+    let h = Harness::start(|_| {});
+    let guest = h.guest(3, 1000);
+    h.wait_state(&guest.uuid, "heartbeating", 5 * SEC).await;
+    let socket = &h.config.api_socket;
+    let actions = format!("/v1/instances/{}/actions", guest.uuid);
+
+    for body in [
+        r#"{"action": "stop", "only": "act"}"#,
+        r#"{"action": "stop", "only": ""}"#,
+        r#"{"action": "stop", "only": 1}"#,
+    ] {
+        let (code, answer) = http(socket, "POST", &actions, body).await;
+        assert_eq!(code, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["code"], "bad_request", "{body}");
+    }
+    let (_, answer) = http(
+        socket,
+        "POST",
+        &actions,
+        r#"{"action": "stop", "only": "act"}"#,
+    )
+    .await;
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("vote, notify"), "{message}");
+
+    let body = r#"{"action": "stop", "only": "notify"}"#;
+    let (code, started) = http(socket, "POST", &actions, body).await;
+    assert_eq!(code, 202, "{started}");
+    let id = started["id"].as_str().unwrap();
+    let (_, op) = http(socket, "GET", &format!("/v1/operations/{id}"), "").await;
+    assert_eq!(
+        (op["only"].clone(), op["state"].clone()),
+        ("notify".into(), "notifying".into())
+    );
+    assert!(
+        h.hypervisor.calls().is_empty(),
+        "nothing acts on a notification alone"
+    );
+}

@@ -13,6 +13,12 @@
 //! vote time for every answer, this one waits the notice time the table gives each
 //! notification; an answer that comes after its step timed out is ignored, never reported a
 //! second time.
+//!
+//! A [`Scope`] other than [`Scope::Full`] runs a single step, for a VIM that asks the vote and
+//! sends the notifications as separate calls and carries the action out itself:
+//! [`Scope::Vote`] only the revocable vote (nothing is held or done), [`Scope::Notify`] only the
+//! irrevocable notification, holding heartbeat loss back for a disruptive event as the full
+//! sequence does at its pre-notification.
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +69,39 @@ impl OpState {
     /// Whether the operation has ended.
     pub fn is_final(self) -> bool {
         matches!(self, OpState::Done | OpState::Rejected | OpState::Failed)
+    }
+}
+
+/// How much of the sequence an operation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Vote, notify, act and notify again, as the event table says.
+    #[default]
+    Full,
+    /// Only the revocable vote: done when accepted (or unanswered), rejected when vetoed.
+    Vote,
+    /// Only the irrevocable notification with the event's notice time; a disruptive event
+    /// (one the table lets the guest vote on) holds heartbeat loss back first.
+    Notify,
+}
+
+impl Scope {
+    /// The scope's name in the API (`only`); `None` for [`Scope::Full`].
+    pub fn only(self) -> Option<&'static str> {
+        match self {
+            Scope::Full => None,
+            Scope::Vote => Some("vote"),
+            Scope::Notify => Some("notify"),
+        }
+    }
+
+    /// The scope named by an API `only` value.
+    pub fn from_only(only: &str) -> Option<Scope> {
+        match only {
+            "vote" => Some(Scope::Vote),
+            "notify" => Some(Scope::Notify),
+            _ => None,
+        }
     }
 }
 
@@ -194,6 +233,7 @@ enum Stage {
 pub struct Run {
     event: EventType,
     plan: Plan,
+    scope: Scope,
     state: OpState,
     stage: Stage,
     started: Instant,
@@ -212,10 +252,22 @@ impl Run {
         now: Instant,
         out: &mut Vec<Effect>,
     ) -> Option<Run> {
+        Run::start_scoped(event, Scope::Full, guest, now, out)
+    }
+
+    /// Starts the part `scope` of an operation for `event` at `now`.
+    pub fn start_scoped(
+        event: EventType,
+        scope: Scope,
+        guest: Guest,
+        now: Instant,
+        out: &mut Vec<Effect>,
+    ) -> Option<Run> {
         let plan = plan(event)?;
         let mut run = Run {
             event,
             plan,
+            scope,
             state: OpState::Voting,
             stage: Stage::Voting,
             started: now,
@@ -225,10 +277,11 @@ impl Run {
             reason: None,
             steps: Vec::new(),
         };
-        if plan.votes {
-            run.vote(guest, now, out);
-        } else {
-            run.act(guest, now, out);
+        match scope {
+            Scope::Full if plan.votes => run.vote(guest, now, out),
+            Scope::Full => run.act(guest, now, out),
+            Scope::Vote => run.vote(guest, now, out),
+            Scope::Notify => run.notify(guest, now, out),
         }
         Some(run)
     }
@@ -250,17 +303,17 @@ impl Run {
             }
             (Stage::Voting, RunInput::Timer) => {
                 self.timed_out("vote", "accept", now);
-                self.notify(guest, now, out);
+                self.after_vote(guest, now, out);
             }
             (Stage::Notifying, RunInput::Answer(r))
                 if self.expects(&r, NotificationType::Irrevocable) =>
             {
                 self.answered("notify", r, now);
-                self.act(guest, now, out);
+                self.after_notify(guest, now, out);
             }
             (Stage::Notifying, RunInput::Timer) => {
                 self.timed_out("notify", "complete", now);
-                self.act(guest, now, out);
+                self.after_notify(guest, now, out);
             }
             (Stage::Acting, RunInput::Acted(result)) => self.acted(result, guest, now, out),
             (Stage::AwaitingGuest, RunInput::GuestBack) => {
@@ -327,7 +380,7 @@ impl Run {
         if !guest.heartbeating {
             let detail = "the guest is not heartbeating".to_owned();
             self.record("vote", self.event.as_str(), now, "skipped", detail);
-            return self.notify(guest, now, out);
+            return self.after_vote(guest, now, out);
         }
         let secs = guest.notices.vote_secs;
         self.enter(Stage::Voting, OpState::Voting, now, Some(secs_to(secs)));
@@ -345,20 +398,32 @@ impl Run {
             return self.finish(OpState::Rejected, Some(reason), out);
         }
         self.answered("vote", r, now);
-        self.notify(guest, now, out);
+        self.after_vote(guest, now, out);
     }
 
-    /// The pre-notification; from here on the guest knows, so loss is held back.
+    /// An accepted (or unanswered, or skipped) vote: the notification, or the end of a vote
+    /// alone.
+    fn after_vote(&mut self, guest: Guest, now: Instant, out: &mut Vec<Effect>) {
+        match self.scope {
+            Scope::Vote => self.finish(OpState::Done, None, out),
+            Scope::Full | Scope::Notify => self.notify(guest, now, out),
+        }
+    }
+
+    /// The pre-notification; from here on the guest knows, so loss of a disruptive event is
+    /// held back.
     fn notify(&mut self, guest: Guest, now: Instant, out: &mut Vec<Effect>) {
-        let restart = secs_to(guest.notices.restart_secs);
-        out.push(Effect::Hold(match self.plan.act {
-            Some(Action::Pause | Action::Suspend) => Hold::UntilReinit,
-            _ => Hold::Until(now + restart),
-        }));
+        if self.plan.votes {
+            let restart = secs_to(guest.notices.restart_secs);
+            out.push(Effect::Hold(match self.plan.act {
+                Some(Action::Pause | Action::Suspend) => Hold::UntilReinit,
+                _ => Hold::Until(now + restart),
+            }));
+        }
         if !guest.heartbeating {
             let detail = "the guest is not heartbeating".to_owned();
             self.record("notify", self.event.as_str(), now, "skipped", detail);
-            return self.act(guest, now, out);
+            return self.after_notify(guest, now, out);
         }
         let secs = notice_secs(self.event, &guest.notices);
         self.enter(
@@ -368,6 +433,15 @@ impl Run {
             Some(secs_to(secs)),
         );
         out.push(self.notification(guest, NotificationType::Irrevocable, secs));
+    }
+
+    /// The notification is answered (or skipped): the action, or the end of a notification
+    /// alone.
+    fn after_notify(&mut self, guest: Guest, now: Instant, out: &mut Vec<Effect>) {
+        match self.scope {
+            Scope::Notify => self.finish(OpState::Done, None, out),
+            Scope::Full | Scope::Vote => self.act(guest, now, out),
+        }
     }
 
     fn act(&mut self, guest: Guest, now: Instant, out: &mut Vec<Effect>) {
@@ -477,6 +551,11 @@ impl Run {
     /// The event this operation is about.
     pub fn event(&self) -> EventType {
         self.event
+    }
+
+    /// How much of the sequence it runs.
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     /// Where it stands.

@@ -51,9 +51,13 @@ struct Rig {
 
 impl Rig {
     fn start(event: EventType, guest: Guest) -> (Rig, Vec<Effect>) {
+        Rig::scoped(event, Scope::Full, guest)
+    }
+
+    fn scoped(event: EventType, scope: Scope, guest: Guest) -> (Rig, Vec<Effect>) {
         let now = Instant::now();
         let mut out = Vec::new();
-        let run = Run::start(event, guest, now, &mut out).expect("an operation");
+        let run = Run::start_scoped(event, scope, guest, now, &mut out).expect("an operation");
         (Rig { run, now, guest }, out)
     }
 
@@ -309,4 +313,104 @@ fn the_table_pins_every_event() {
         ]
     );
     assert!(plan(E::Unknown).is_none());
+}
+
+#[test]
+fn only_vote_asks_the_vote_and_ends_there_when_accepted() {
+    let (mut rig, out) = Rig::scoped(EventType::Stop, Scope::Vote, guest(true));
+    assert_eq!(out, [notify(EventType::Stop, Revocable, 9)]);
+    assert_eq!(rig.run.state(), OpState::Voting);
+    let out = rig.feed(answer(EventType::Stop, Revocable, VoteResult::Accept, ""));
+    assert_eq!(
+        out,
+        [Effect::Finished],
+        "no hold, no notification, no action"
+    );
+    assert_eq!(rig.run.state(), OpState::Done);
+    assert_eq!(rig.outcomes(), [("vote", "accept")]);
+}
+
+#[test]
+fn only_vote_reports_a_reject_and_a_silent_voter_as_accept() {
+    let (mut rig, _) = Rig::scoped(EventType::Reboot, Scope::Vote, guest(true));
+    let out = rig.feed(answer(
+        EventType::Reboot,
+        Revocable,
+        VoteResult::Reject,
+        "busy",
+    ));
+    assert_eq!(out, [Effect::Finished]);
+    assert_eq!(rig.run.state(), OpState::Rejected);
+    assert_eq!(rig.run.reason(), Some("busy"));
+
+    let (mut rig, _) = Rig::scoped(EventType::LiveMigrateBegin, Scope::Vote, guest(true));
+    assert_eq!(rig.expire(), [Effect::Finished]);
+    assert_eq!(rig.run.state(), OpState::Done);
+    assert_eq!(rig.outcomes(), [("vote", "timeout")]);
+}
+
+#[test]
+fn only_vote_on_a_guest_that_does_not_heartbeat_is_skipped() {
+    let (rig, out) = Rig::scoped(EventType::Pause, Scope::Vote, guest(false));
+    assert_eq!(out, [Effect::Finished]);
+    assert_eq!(rig.run.state(), OpState::Done);
+    assert_eq!(rig.outcomes(), [("vote", "skipped")]);
+}
+
+#[test]
+fn only_notify_holds_a_disruptive_event_and_ends_after_the_answer() {
+    let (mut rig, out) = Rig::scoped(EventType::Reboot, Scope::Notify, guest(true));
+    let until = rig.now + Duration::from_secs(601);
+    assert_eq!(
+        out,
+        [
+            Effect::Hold(Hold::Until(until)),
+            notify(EventType::Reboot, Irrevocable, 7)
+        ]
+    );
+    assert_eq!(rig.run.state(), OpState::Notifying);
+    let out = rig.feed(answer(
+        EventType::Reboot,
+        Irrevocable,
+        VoteResult::Complete,
+        "",
+    ));
+    assert_eq!(out, [Effect::Finished], "the VIM acts, not the host");
+    assert_eq!(rig.run.state(), OpState::Done);
+    assert_eq!(rig.outcomes(), [("notify", "complete")]);
+
+    let (_, out) = Rig::scoped(EventType::Suspend, Scope::Notify, guest(true));
+    assert_eq!(
+        out,
+        [
+            Effect::Hold(Hold::UntilReinit),
+            notify(EventType::Suspend, Irrevocable, 5)
+        ]
+    );
+}
+
+#[test]
+fn only_notify_of_a_resuming_event_holds_nothing_and_times_out_at_its_notice() {
+    let (mut rig, out) = Rig::scoped(EventType::Resume, Scope::Notify, guest(true));
+    assert_eq!(out, [notify(EventType::Resume, Irrevocable, 14)]);
+    assert_eq!(rig.run.deadline(), Some(rig.now + Duration::from_secs(14)));
+    assert_eq!(rig.expire(), [Effect::Finished]);
+    assert_eq!(rig.outcomes(), [("notify", "timeout")]);
+}
+
+#[test]
+fn only_notify_to_a_guest_that_does_not_heartbeat_still_holds() {
+    let (rig, out) = Rig::scoped(EventType::ColdMigrateBegin, Scope::Notify, guest(false));
+    let until = rig.now + Duration::from_secs(601);
+    assert_eq!(out, [Effect::Hold(Hold::Until(until)), Effect::Finished]);
+    assert_eq!(rig.outcomes(), [("notify", "skipped")]);
+}
+
+#[test]
+fn only_names_round_trip() {
+    for scope in [Scope::Vote, Scope::Notify] {
+        assert_eq!(Scope::from_only(scope.only().unwrap()), Some(scope));
+    }
+    assert_eq!(Scope::Full.only(), None);
+    assert_eq!(Scope::from_only("act"), None);
 }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::fsm::{HeartbeatFsm, Output};
 use crate::journal::Journal;
-use crate::lifecycle::RunInput;
+use crate::lifecycle::{RunInput, Scope};
 use crate::limits::TokenBucket;
 use crate::operations::Operations;
 use crate::recovery::{Recovery, RecoveryHistory, RecoveryLimit};
@@ -68,6 +68,8 @@ pub(crate) enum Command {
         id: String,
         /// What to do.
         event: EventType,
+        /// How much of the sequence to run.
+        scope: Scope,
     },
 }
 
@@ -211,8 +213,8 @@ impl Supervisor {
             op_timer.set(self.operation_deadline());
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(Command::Operate { id, event }) => {
-                        self.begin_operation(id, event, None, Instant::now());
+                    Some(Command::Operate { id, event, scope }) => {
+                        self.begin_operation(id, event, scope, None, Instant::now());
                     }
                     other => return Some(other.unwrap_or(Command::Stop)),
                 },

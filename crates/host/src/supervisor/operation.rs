@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::link::Link;
 use super::Supervisor;
 use crate::journal::{Details, EventKind};
-use crate::lifecycle::{Effect, Guest, Run, RunInput};
+use crate::lifecycle::{Effect, Guest, Run, RunInput, Scope};
 use crate::recovery::error_chain;
 
 type ActFuture = Pin<Box<dyn Future<Output = Result<(), HypervisorError>> + Send>>;
@@ -30,6 +30,7 @@ impl Supervisor {
         &mut self,
         id: String,
         event: EventType,
+        scope: Scope,
         link: Option<&mut Link>,
         now: Instant,
     ) {
@@ -39,12 +40,13 @@ impl Supervisor {
             return;
         }
         let mut effects = Vec::new();
-        let Some(run) = Run::start(event, self.guest_now(), now, &mut effects) else {
+        let Some(run) = Run::start_scoped(event, scope, self.guest_now(), now, &mut effects) else {
             let reason = format!("{event} is not an operation");
             self.settings.operations.refuse(&id, &reason);
             return;
         };
-        tracing::info!(instance = %self.uuid, operation = %id, action = %event, "Operation started");
+        tracing::info!(instance = %self.uuid, operation = %id, action = %event,
+            only = scope.only(), "Operation started");
         let details = Details {
             operation: Some(id.clone()),
             action: Some(event.as_str()),

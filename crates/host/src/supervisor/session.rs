@@ -78,8 +78,8 @@ impl Supervisor {
             self.refresh_status();
             let closed = tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(Command::Operate { id, event }) => {
-                        self.begin_operation(id, event, Some(&mut link), Instant::now());
+                    Some(Command::Operate { id, event, scope }) => {
+                        self.begin_operation(id, event, scope, Some(&mut link), Instant::now());
                         self.flush(&mut link)
                     }
                     Some(Command::Reconnect) => Some((End::ReconnectNow, "channel socket re-created")),
