@@ -9,13 +9,15 @@
 //!
 //! Modules: [`store`] (records, the `Store` trait, SQLite), [`ingest`] (the bodies host agents
 //! send), [`query`] (query strings), [`api`] (routes), [`token`] (the bearer token),
-//! [`clock`] (timestamps), [`hostlink`] (commands to host agents).
+//! [`clock`] (timestamps), [`hostlink`] (commands to host agents), [`starlingx`] (the
+//! StarlingX guestAgent-compatible listener).
 
 pub mod api;
 pub mod clock;
 pub mod hostlink;
 pub mod ingest;
 pub mod query;
+pub mod starlingx;
 pub mod store;
 pub mod token;
 pub mod webhooks;
@@ -45,6 +47,9 @@ pub struct ControllerConfig {
     pub data_dir: PathBuf,
     /// The bearer token every request must carry.
     pub token: String,
+    /// Address of the StarlingX guestAgent-compatible listener, if one is wanted. It has no
+    /// authentication: bind it to loopback or a management network only.
+    pub starlingx_listen: Option<SocketAddr>,
 }
 
 /// The controller cannot start or serve.
@@ -75,6 +80,7 @@ pub struct Controller {
     config: ControllerConfig,
     state: ApiState,
     listener: Option<TcpListener>,
+    starlingx: Option<TcpListener>,
     webhook_backoff: webhooks::Backoff,
 }
 
@@ -91,12 +97,14 @@ impl Controller {
             config,
             state,
             listener: None,
+            starlingx: None,
             webhook_backoff: webhooks::Backoff::default(),
         })
     }
 
-    /// Binds the API address (if not bound yet) and returns the bound address, which tells
-    /// the port when the configured one is 0.
+    /// Binds the API address and the StarlingX listener's, if configured (unless bound
+    /// already), and returns the API's bound address, which tells the port when the
+    /// configured one is 0.
     pub async fn bind(&mut self) -> Result<SocketAddr, ControllerError> {
         if self.listener.is_none() {
             let addr = self.config.listen;
@@ -104,6 +112,12 @@ impl Controller {
                 .await
                 .map_err(|source| ControllerError::Listen { addr, source })?;
             self.listener = Some(listener);
+        }
+        if let (None, Some(addr)) = (&self.starlingx, self.config.starlingx_listen) {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ControllerError::Listen { addr, source })?;
+            self.starlingx = Some(listener);
         }
         self.local_addr().ok_or(ControllerError::Listen {
             addr: self.config.listen,
@@ -114,6 +128,11 @@ impl Controller {
     /// The bound address, once [`Controller::bind`] or [`Controller::run`] bound it.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.as_ref()?.local_addr().ok()
+    }
+
+    /// The StarlingX listener's bound address, once bound.
+    pub fn starlingx_addr(&self) -> Option<SocketAddr> {
+        self.starlingx.as_ref()?.local_addr().ok()
     }
 
     /// The handlers' state, for [`router`].
@@ -140,6 +159,11 @@ impl Controller {
             return Ok(());
         };
         tracing::info!(%addr, "The controller API is listening");
+        let (starlingx_stop, starlingx_stopped) = tokio::sync::watch::channel(false);
+        let _starlingx = self
+            .starlingx
+            .take()
+            .map(|listener| starlingx::spawn(listener, self.state.clone(), starlingx_stopped));
         let (store, wake) = self.state.outbox();
         let _delivery = webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff);
         let state = self.state.clone();
@@ -147,6 +171,7 @@ impl Controller {
         let signal = async move {
             shutdown.await;
             state.stop_streams();
+            starlingx_stop.send_replace(true);
             let _ = stopped_tx.send(());
         };
         let server =

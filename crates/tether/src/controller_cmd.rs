@@ -22,6 +22,10 @@ pub struct ControllerCmd {
     /// `TETHER_TOKEN` environment variable).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Also serve the StarlingX guestAgent-compatible API here (StarlingX uses
+    /// 127.0.0.1:2410). It has no authentication: loopback or a management network only.
+    #[arg(long, value_name = "ADDR:PORT")]
+    starlingx_listen: Option<SocketAddr>,
     /// The VIM to report events to (not supported yet: refused when given).
     #[arg(long, value_name = "URL")]
     vim_url: Option<String>,
@@ -42,6 +46,7 @@ impl ControllerCmd {
             listen: self.listen,
             data_dir: self.data_dir,
             token,
+            starlingx_listen: self.starlingx_listen,
         };
         let controller = Controller::open(config).map_err(|e| ConfigProblem(crate::chain(&e)))?;
         controller

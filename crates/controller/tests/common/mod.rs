@@ -105,6 +105,7 @@ pub async fn start_controller(
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
         token: TOKEN.into(),
+        starlingx_listen: None,
     };
     let mut controller = configure(Controller::open(config).unwrap());
     let addr = controller.bind().await.unwrap();

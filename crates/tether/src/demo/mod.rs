@@ -182,6 +182,7 @@ async fn start_controller(dir: &Path) -> anyhow::Result<DemoController> {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: dir.join("controller"),
         token,
+        starlingx_listen: None,
     };
     let mut controller =
         tether_controller::Controller::open(config).context("Cannot open the demo's controller")?;
