@@ -185,3 +185,170 @@ async fn a_hung_guest_reaches_the_controller_once_across_restarts_and_ctl_shows_
     rig.stop_agent().await;
     controller.stop().await;
 }
+
+/// A webhook receiver: answers 500 to its first `failures` requests, 200 after; records each
+/// request's `Idempotency-Key`, its body and the status it was answered.
+#[derive(Clone, Default)]
+struct Receiver {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Value, u16)>>>,
+}
+
+impl Receiver {
+    async fn start(failures: usize) -> (Receiver, SocketAddr) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let receiver = Receiver::default();
+        let seen = receiver.seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut data = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = stream.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        break (String::new(), Vec::new());
+                    }
+                    data.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                        let length = header(head, "content-length")
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if rest.len() >= length {
+                            break (head.to_owned(), rest.as_bytes()[..length].to_vec());
+                        }
+                    }
+                };
+                let key = header(&head, "idempotency-key").unwrap_or_default();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let status = {
+                    let mut seen = seen.lock().unwrap();
+                    let status = if seen.len() < failures { 500 } else { 200 };
+                    seen.push((key, body, status));
+                    status
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            }
+        });
+        (receiver, addr)
+    }
+
+    fn seen(&self) -> Vec<(String, Value, u16)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// One JSON request with the token to the controller's native API.
+async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loss_reaches_a_failing_webhook_once_and_ctl_reboots_with_live_steps() {
+    let mut rig = Rig::start(2, CorrectiveAction::Reboot, 1).await;
+    let token_file = rig.dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let controller = start_controller(&rig.dir.path().join("controller"), 0).await;
+    let url = controller.url();
+    let (receiver, receiver_addr) = Receiver::start(2).await;
+    let body =
+        format!(r#"{{"url": "http://{receiver_addr}/hook", "secret": "0123456789abcdef0123"}}"#);
+    let (code, hook) = call(controller.addr, "POST", "/v1/webhooks", &body).await;
+    assert_eq!(code, 201, "{hook}");
+
+    rig.stop_agent().await;
+    rig.config.controller = Some(url.clone());
+    rig.config.controller_token_file = Some(token_file.clone());
+    rig.config.host_name = Some("compute-1".into());
+    rig.config.api_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    rig.start_agent();
+    rig.wait_all_heartbeating().await;
+
+    let hung = rig.vm(0).clone();
+    hung.set_fault(Fault::Hang);
+    let lost = |seen: &[(String, Value, u16)]| {
+        seen.iter()
+            .filter(|(_, body, status)| {
+                *status == 200
+                    && body["event"] == "heartbeat_lost"
+                    && body["instance"] == hung.uuid()
+            })
+            .count()
+    };
+    wait_for("the loss reaches the webhook", LONG, || {
+        lost(&receiver.seen()) == 1
+    })
+    .await;
+    let seen = receiver.seen();
+    let (first_key, first_body, first_status) = seen[0].clone();
+    assert_eq!(first_status, 500);
+    assert!(
+        seen.iter()
+            .any(|(k, b, s)| *s == 200 && *k == first_key && *b == first_body),
+        "the refused delivery was retried with the same key and body"
+    );
+    let mut delivered: Vec<&String> = seen
+        .iter()
+        .filter(|(_, _, s)| *s == 200)
+        .map(|(k, _, _)| k)
+        .collect();
+    let count = delivered.len();
+    delivered.sort();
+    delivered.dedup();
+    assert_eq!(delivered.len(), count, "each key delivered once");
+
+    // A reboot through the controller, followed live by tether ctl.
+    let vm = rig.vm(1).clone();
+    let output = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["ctl", "--controller", &url, "--token-file"])
+        .arg(&token_file)
+        .args(["instance", "reboot", vm.uuid()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in ["vote", "notify", "act", "reboot: done"] {
+        assert!(text.contains(line), "{line} missing from {text}");
+    }
+    wait_for("the rebooted VM was reset", LONG, || vm.resets() == 1).await;
+
+    rig.stop_agent().await;
+    controller.stop().await;
+}

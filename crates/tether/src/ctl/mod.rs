@@ -2,10 +2,12 @@
 //!
 //! `tether ctl --controller URL [--token-file FILE] [--json] <hosts|instances|events> …`
 //! prints human tables, or the controller's JSON with `--json` for scripts. Exit status: 0
-//! success, 1 the controller could not be reached or refused the request, 2 bad flags or
-//! configuration, 3 no such host or instance, 4 the controller refused the token.
+//! success, 1 the controller could not be reached or refused the request (or an operation
+//! failed), 2 bad flags or configuration, 3 no such host or instance, 4 the controller refused
+//! the token, 5 the guest vetoed the operation.
 
 mod client;
+mod operate;
 
 use std::path::PathBuf;
 
@@ -38,7 +40,9 @@ enum What {
         #[command(subcommand)]
         action: Option<HostAction>,
     },
-    /// Instances (VMs): list, show one, enable or disable their heartbeat reporting.
+    /// Instances (VMs): list, show one, enable or disable their heartbeat reporting, and
+    /// lifecycle operations (`tether ctl instance reboot <uuid>`), followed live.
+    #[command(visible_alias = "instance")]
     Instances {
         #[command(subcommand)]
         action: Option<InstanceAction>,
@@ -74,6 +78,38 @@ enum InstanceAction {
     /// Override the corrective action the guest asked for (`reboot`, `stop`, `log`), or
     /// `default` to use the guest's own again.
     Action { uuid: String, action: String },
+    /// Stop the VM, after the guest's vote and notice.
+    Stop(Target),
+    /// Reboot the VM, after the guest's vote and notice.
+    Reboot(Target),
+    /// Pause the VM, after the guest's vote and notice.
+    Pause(Target),
+    /// Unpause the VM, then tell the guest.
+    Unpause(Target),
+    /// Suspend the VM, after the guest's vote and notice.
+    Suspend(Target),
+    /// Resume the VM, then tell the guest.
+    Resume(Target),
+    /// Any other lifecycle event (`resize_begin`, `live_migrate_end`, …).
+    Operate {
+        /// The instance.
+        uuid: String,
+        /// The event.
+        action: String,
+        /// Print the operation's id and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+/// The instance of a lifecycle operation.
+#[derive(Debug, Args)]
+struct Target {
+    /// The instance.
+    uuid: String,
+    /// Print the operation's id and return at once.
+    #[arg(long)]
+    no_wait: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +136,12 @@ struct EventArgs {
 
 /// The exit status `tether ctl` gives for `error`.
 pub fn exit_status(error: &anyhow::Error) -> Option<u8> {
+    if let Some(not_done) = error.downcast_ref::<operate::NotDone>() {
+        return Some(match not_done {
+            operate::NotDone::Rejected { .. } => 5,
+            operate::NotDone::Failed { .. } => 1,
+        });
+    }
     match error.downcast_ref::<ApiError>()? {
         ApiError::NotFound(_) => Some(3),
         ApiError::Unauthorized(_) => Some(4),
@@ -122,6 +164,26 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         } => instances(&client, action, host, state, out).await,
         What::Events(events_args) => events(&client, events_args, out).await,
     }
+}
+
+/// The instance, event and `--no-wait` of a lifecycle subcommand; `None` for the others
+/// (which [`instances`] matches first).
+fn lifecycle(action: &InstanceAction) -> Option<(String, String, bool)> {
+    let (target, event) = match action {
+        InstanceAction::Stop(t) => (t, "stop"),
+        InstanceAction::Reboot(t) => (t, "reboot"),
+        InstanceAction::Pause(t) => (t, "pause"),
+        InstanceAction::Unpause(t) => (t, "unpause"),
+        InstanceAction::Suspend(t) => (t, "suspend"),
+        InstanceAction::Resume(t) => (t, "resume"),
+        InstanceAction::Operate {
+            uuid,
+            action,
+            no_wait,
+        } => return Some((uuid.clone(), action.clone(), *no_wait)),
+        _ => return None,
+    };
+    Some((target.uuid.clone(), event.to_owned(), target.no_wait))
 }
 
 /// The token from `file` (trimmed), or from `TETHER_TOKEN`.
@@ -243,6 +305,12 @@ async fn instances(
             };
             let path = format!("/v1/instances/{}/corrective-action", segment(&uuid));
             client.put(&path, &body).await?
+        }
+        Some(other) => {
+            let Some((uuid, event, no_wait)) = lifecycle(&other) else {
+                return Ok(());
+            };
+            return operate::operate(client, &uuid, &event, no_wait, out.json).await;
         }
     };
     out.show(&value, &INSTANCE_COLUMNS);
