@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::clock::parse_ts_ms;
 use crate::store::{InstanceReport, NewEvent, Registration};
@@ -32,45 +33,66 @@ pub enum BodyError {
     TooLarge(String),
 }
 
-#[derive(Deserialize)]
-struct RegisterBody {
+/// A host agent's registration: who it is and its full current state.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RegisterBody {
+    /// The host's name: 1 to 253 letters, digits, `.`, `-`, `_`.
     host: String,
+    /// Where the host agent's API listens (`http://` or `https://`), if the controller can
+    /// reach it.
     #[serde(default)]
     api_url: Option<String>,
+    /// Every instance the agent supervises now (at most 20,000).
     instances: Vec<WireInstance>,
 }
 
 /// One object of the host agent's `GET /v1/instances`; the fields not kept are ignored.
-#[derive(Deserialize)]
-struct WireInstance {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct WireInstance {
+    /// Instance uuid: 1 to 128 visible characters, no `/`.
     uuid: String,
+    /// Name from the guest's `init` (at most 256 bytes).
     #[serde(default)]
     name: String,
+    /// The host agent's state name (1 to 64 of `a-z`, `0-9`, `_`).
     state: String,
+    /// Heartbeat interval in use.
     #[serde(default)]
     interval_ms: Option<u32>,
+    /// Health in the latest answer.
     #[serde(default)]
     health: Option<String>,
+    /// The corrective action the guest asked for.
     #[serde(default)]
     corrective_action: Option<String>,
+    /// The guest's latest reason text (at most 4096 bytes).
     #[serde(default)]
     reason: String,
 }
 
-#[derive(Deserialize)]
-struct EventsBody {
+/// Journal events of one host, in sequence order.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct EventsBody {
+    /// At most 1000 events whose `seq` go up by one.
     events: Vec<WireEvent>,
 }
 
-/// One journal line with its per-host sequence number.
-#[derive(Deserialize)]
-struct WireEvent {
+/// One journal line with its per-host sequence number; every other key is kept as the
+/// event's `details`.
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct WireEvent {
+    /// Per-host sequence number, from 1.
     seq: u64,
+    /// When it happened (RFC 3339).
     ts: String,
+    /// Instance uuid.
     instance: String,
+    /// Instance name (may be empty).
     #[serde(default)]
     name: String,
+    /// The journal's event name (1 to 64 of `a-z`, `0-9`, `_`).
     event: String,
+    /// The journal line's other keys.
     #[serde(flatten)]
     details: Map<String, Value>,
 }

@@ -8,9 +8,9 @@
 //! shutdown future; tests do the same in-process, or drive [`router`] directly.
 //!
 //! Modules: [`store`] (records, the `Store` trait, SQLite), [`ingest`] (the bodies host agents
-//! send), [`query`] (query strings), [`api`] (routes), [`token`] (the bearer token),
-//! [`clock`] (timestamps), [`hostlink`] (commands to host agents), [`starlingx`] (the
-//! StarlingX guestAgent-compatible listener).
+//! send), [`query`] (query strings), [`api`] (routes and their OpenAPI document), [`token`]
+//! (the bearer token), [`clock`] (timestamps), [`hostlink`] (commands to host agents),
+//! [`starlingx`] (the StarlingX guestAgent-compatible listener).
 
 pub mod api;
 pub mod clock;
@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-pub use api::{router, ApiState};
+pub use api::{openapi, router, routes, ApiState};
 pub use store::{SqliteStore, Store, StoreError};
 pub use token::{read_token, TokenError, TOKEN_ENV};
 

@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::ingest::BodyError;
 use crate::query::QueryError;
@@ -101,12 +102,40 @@ impl From<QueryError> for ApiError {
     }
 }
 
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What failed.
+    pub error: ErrorDetail,
+    /// With `sequence_gap` only: the host's highest stored event sequence number; the agent
+    /// resends from the next one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u64)]
+    pub acked_seq: Option<u64>,
+}
+
+/// The code and message of an error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `unauthorized`, `bad_request`, `not_found`, `unknown_host`,
+    /// `sequence_gap`, `payload_too_large`, `method_not_allowed`, `internal`; for operations
+    /// also `conflict`, `host_refused`, `host_unreachable`, `host_error`.
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// What went wrong, for a human; it names the input at fault.
+    #[schema(example = "No host named \"compute-9\"")]
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code, "message": self.message}});
-        if let Some(acked) = self.acked_seq {
-            body["acked_seq"] = json!(acked);
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+            acked_seq: self.acked_seq,
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -15,23 +15,58 @@ use axum::http::{HeaderMap, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::Stream;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, mpsc};
+use utoipa::ToSchema;
 
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, ErrorBody};
 use crate::query::{event_query, stream_after};
 use crate::store::{EventQuery, StoredEvent, MAX_EVENT_LIMIT};
 
 /// Events queued per stream connection before its feeder waits for the client.
 const STREAM_QUEUE: usize = 64;
 
-/// `GET /v1/events`: `{"events": [...], "next_after": <last id when the page is full, else
-/// null>}`.
+/// A page of the event log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventPage {
+    /// The matching events, by id.
+    pub events: Vec<StoredEvent>,
+    /// The last event's id when the page is full (ask again with `after` set to it); `null`
+    /// when there are no more.
+    #[schema(required = true)]
+    pub next_after: Option<u64>,
+}
+
+/// Queries the event log, in id order.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "query_events",
+    tag = "events",
+    params(
+        ("instance" = Option<String>, Query, description = "Only this instance's events"),
+        ("host" = Option<String>, Query, description = "Only this host's events"),
+        ("type" = Option<String>, Query,
+            description = "Only events of this name (`heartbeat_lost`, …)"),
+        ("since" = Option<String>, Query,
+            description = "Only events at or after this time (RFC 3339)"),
+        ("after" = Option<u64>, Query, description = "Only events with an id above this"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000,
+            description = "At most this many (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "One page of events", body = EventPage),
+        (status = 400, description = "`bad_request`: an unknown, repeated or invalid query \
+            parameter (the message names it)", body = ErrorBody),
+        (status = 401, response = super::Unauthorized),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn query(
     State(state): State<ApiState>,
     uri: Uri,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let query = event_query(uri.query().unwrap_or(""))?;
     let limit = query.limit as usize;
     let events = state.store(move |store| store.events(&query)).await?;
@@ -39,10 +74,35 @@ pub(super) async fn query(
         .last()
         .filter(|_| events.len() == limit)
         .map(|e| e.id);
-    Ok(Json(json!({"events": events, "next_after": next_after})))
+    Ok(Json(EventPage { events, next_after }))
 }
 
-/// `GET /v1/events/stream`.
+/// Streams events live, as Server-Sent Events.
+///
+/// Each event is sent as `id: <id>`, `event: <event name>` and `data: <the event as JSON, as
+/// in GET /v1/events>`. With `Last-Event-ID` (or `?after=`) the stored events after that id
+/// come first; without, the events stored from the moment of connecting. Comment lines keep
+/// the connection alive every 15 s; the stream ends with a comment when the controller stops
+/// or cannot read its log, and the client reconnects with `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/v1/events/stream",
+    operation_id = "stream_events",
+    tag = "events",
+    params(
+        ("Last-Event-ID" = Option<u64>, Header, nullable = false,
+            description = "Resume after this event id (wins over `after`)"),
+        ("after" = Option<u64>, Query, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "The event stream; each `data:` line is one event",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "`bad_request`: `Last-Event-ID` or `after` is not an \
+            event id, or an unknown query parameter", body = ErrorBody),
+        (status = 401, response = super::Unauthorized),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn stream(
     State(state): State<ApiState>,
     headers: HeaderMap,

@@ -6,19 +6,75 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::Uri;
 use axum::Json;
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
-use super::{read_body, ApiError, ApiState, MAX_BODY};
+use super::{read_body, ApiError, ApiState, ErrorBody, MAX_BODY};
 use crate::hostlink::resync;
 use crate::query::instance_filter;
 use crate::store::{CorrectiveAction, HostRecord, InstanceRecord};
 
 type Answer<T> = Result<Json<T>, ApiError>;
 
+/// A host after its reporting switch changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HostSwitched {
+    /// The host, with the stored switch.
+    #[serde(flatten)]
+    pub host: HostRecord,
+    /// Whether the host took the switch now; if not, it gets it when it registers next.
+    pub applied: bool,
+}
+
+/// An instance after its reporting switch changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceSwitched {
+    /// The instance, with the stored switch.
+    #[serde(flatten)]
+    pub instance: InstanceRecord,
+    /// Whether its host took the switch now; if not, it gets it when it registers next.
+    pub applied: bool,
+}
+
+/// The body of `PUT /v1/instances/{uuid}/corrective-action`: exactly this one key.
+#[derive(Debug, ToSchema)]
+pub struct CorrectiveActionBody {
+    /// The action that replaces the guest's own; `null` clears the override.
+    #[schema(required = true)]
+    pub action: Option<CorrectiveAction>,
+}
+
+/// Lists every host, by name.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts",
+    operation_id = "list_hosts",
+    tag = "hosts",
+    responses(
+        (status = 200, description = "Every host, by name", body = Vec<HostRecord>),
+        (status = 401, response = super::Unauthorized),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn hosts(State(state): State<ApiState>) -> Answer<Vec<HostRecord>> {
     Ok(Json(state.store(|store| store.hosts()).await?))
 }
 
+/// Shows one host.
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{name}",
+    operation_id = "get_host",
+    tag = "hosts",
+    params(("name" = String, Path, description = "The host's name, as it registered")),
+    responses(
+        (status = 200, description = "The host", body = HostRecord),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such host", body = ErrorBody),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn host(
     State(state): State<ApiState>,
     Path(name): Path<String>,
@@ -30,11 +86,47 @@ pub(super) async fn host(
     found.await?.map(Json).ok_or_else(|| no_host(&name))
 }
 
-pub(super) async fn enable_host(state: State<ApiState>, name: Path<String>) -> Answer<Value> {
+/// Turns the host's failure reporting on, and sends the switch to the host.
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{name}/enable",
+    operation_id = "enable_host",
+    tag = "hosts",
+    params(("name" = String, Path, description = "The host's name, as it registered")),
+    responses(
+        (status = 200, description = "Stored; `applied` says whether the host took it",
+            body = HostSwitched),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such host", body = ErrorBody),
+        (status = 500, response = super::Internal),
+    ),
+)]
+pub(super) async fn enable_host(
+    state: State<ApiState>,
+    name: Path<String>,
+) -> Answer<HostSwitched> {
     host_reporting(state, name, true).await
 }
 
-pub(super) async fn disable_host(state: State<ApiState>, name: Path<String>) -> Answer<Value> {
+/// Turns the host's failure reporting off, and sends the switch to the host.
+#[utoipa::path(
+    post,
+    path = "/v1/hosts/{name}/disable",
+    operation_id = "disable_host",
+    tag = "hosts",
+    params(("name" = String, Path, description = "The host's name, as it registered")),
+    responses(
+        (status = 200, description = "Stored; `applied` says whether the host took it",
+            body = HostSwitched),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such host", body = ErrorBody),
+        (status = 500, response = super::Internal),
+    ),
+)]
+pub(super) async fn disable_host(
+    state: State<ApiState>,
+    name: Path<String>,
+) -> Answer<HostSwitched> {
     host_reporting(state, name, false).await
 }
 
@@ -44,7 +136,7 @@ async fn host_reporting(
     State(state): State<ApiState>,
     Path(name): Path<String>,
     enabled: bool,
-) -> Answer<Value> {
+) -> Answer<HostSwitched> {
     let changed = state.store({
         let name = name.clone();
         move |store| store.set_host_reporting(&name, enabled)
@@ -52,9 +144,29 @@ async fn host_reporting(
     let host = changed.await?.ok_or_else(|| no_host(&name))?;
     tracing::info!(host = %host.name, enabled, "Host reporting changed");
     let applied = resync::push_host(&state, &host).await;
-    Ok(Json(with_applied(&host, applied)))
+    Ok(Json(HostSwitched { host, applied }))
 }
 
+/// Lists instances, by uuid.
+#[utoipa::path(
+    get,
+    path = "/v1/instances",
+    operation_id = "list_instances",
+    tag = "instances",
+    params(
+        ("host" = Option<String>, Query, description = "Only those on this host"),
+        ("state" = Option<String>, Query,
+            description = "Only those in this state (`heartbeating`, `lost`, `gone`, …)"),
+    ),
+    responses(
+        (status = 200, description = "The matching instances, by uuid",
+            body = Vec<InstanceRecord>),
+        (status = 400, description = "`bad_request`: an unknown, repeated or invalid query \
+            parameter (the message names it)", body = ErrorBody),
+        (status = 401, response = super::Unauthorized),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn instances(
     State(state): State<ApiState>,
     uri: Uri,
@@ -65,6 +177,20 @@ pub(super) async fn instances(
     ))
 }
 
+/// Shows one instance.
+#[utoipa::path(
+    get,
+    path = "/v1/instances/{uuid}",
+    operation_id = "get_instance",
+    tag = "instances",
+    params(("uuid" = String, Path, description = "The instance's uuid")),
+    responses(
+        (status = 200, description = "The instance", body = InstanceRecord),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such instance", body = ErrorBody),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn instance(
     State(state): State<ApiState>,
     Path(uuid): Path<String>,
@@ -76,11 +202,47 @@ pub(super) async fn instance(
     found.await?.map(Json).ok_or_else(|| no_instance(&uuid))
 }
 
-pub(super) async fn enable_instance(state: State<ApiState>, uuid: Path<String>) -> Answer<Value> {
+/// Turns the instance's heartbeat failure reporting on, and sends the switch to its host.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{uuid}/enable",
+    operation_id = "enable_instance",
+    tag = "instances",
+    params(("uuid" = String, Path, description = "The instance's uuid")),
+    responses(
+        (status = 200, description = "Stored; `applied` says whether the host took it",
+            body = InstanceSwitched),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such instance", body = ErrorBody),
+        (status = 500, response = super::Internal),
+    ),
+)]
+pub(super) async fn enable_instance(
+    state: State<ApiState>,
+    uuid: Path<String>,
+) -> Answer<InstanceSwitched> {
     instance_reporting(state, uuid, true).await
 }
 
-pub(super) async fn disable_instance(state: State<ApiState>, uuid: Path<String>) -> Answer<Value> {
+/// Turns the instance's heartbeat failure reporting off, and sends the switch to its host.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{uuid}/disable",
+    operation_id = "disable_instance",
+    tag = "instances",
+    params(("uuid" = String, Path, description = "The instance's uuid")),
+    responses(
+        (status = 200, description = "Stored; `applied` says whether the host took it",
+            body = InstanceSwitched),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such instance", body = ErrorBody),
+        (status = 500, response = super::Internal),
+    ),
+)]
+pub(super) async fn disable_instance(
+    state: State<ApiState>,
+    uuid: Path<String>,
+) -> Answer<InstanceSwitched> {
     instance_reporting(state, uuid, false).await
 }
 
@@ -89,12 +251,12 @@ async fn instance_reporting(
     State(state): State<ApiState>,
     Path(uuid): Path<String>,
     enabled: bool,
-) -> Answer<Value> {
+) -> Answer<InstanceSwitched> {
     let instance = set_instance_reporting(&state, &uuid, enabled)
         .await?
         .ok_or_else(|| no_instance(&uuid))?;
     let applied = resync::push_instance(&state, &instance).await;
-    Ok(Json(with_applied(&instance, applied)))
+    Ok(Json(InstanceSwitched { instance, applied }))
 }
 
 /// Stores an instance's switch; `None` for an unknown instance.
@@ -115,15 +277,25 @@ pub(crate) async fn set_instance_reporting(
     Ok(instance)
 }
 
-/// `record` as JSON with `"applied": applied` added.
-fn with_applied(record: &impl serde::Serialize, applied: bool) -> Value {
-    let mut value = serde_json::to_value(record).unwrap_or_else(|_| Value::Object(Map::new()));
-    if let Some(object) = value.as_object_mut() {
-        object.insert("applied".into(), Value::Bool(applied));
-    }
-    value
-}
-
+/// Sets or clears an override of the corrective action the guest asked for.
+#[utoipa::path(
+    put,
+    path = "/v1/instances/{uuid}/corrective-action",
+    operation_id = "set_corrective_action",
+    tag = "instances",
+    params(("uuid" = String, Path, description = "The instance's uuid")),
+    request_body = CorrectiveActionBody,
+    responses(
+        (status = 200, description = "The instance with its new `corrective_override`",
+            body = InstanceRecord),
+        (status = 400, description = "`bad_request`: the body is not \
+            `{\"action\": \"reboot\" | \"stop\" | \"log\" | null}`", body = ErrorBody),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such instance", body = ErrorBody),
+        (status = 413, response = super::TooLarge),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn corrective_action(
     State(state): State<ApiState>,
     Path(uuid): Path<String>,

@@ -12,11 +12,15 @@
 //! | `GET /v1/events`, `GET /v1/events/stream` | [`events`] |
 //! | `POST\|GET /v1/webhooks`, `GET\|DELETE /v1/webhooks/{id}` | [`webhooks`] |
 //! | `POST /v1/instances/{uuid}/operations`, `GET /v1/operations/{id}` | [`operations`] |
+//!
+//! [`routes`] lists every route once; [`router`] serves that list and [`openapi`] documents
+//! it (a test checks that the two agree).
 
 mod agents;
 mod error;
 mod events;
 mod inventory;
+mod openapi;
 mod operations;
 mod webhooks;
 
@@ -24,16 +28,24 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::http::header::AUTHORIZATION;
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::Router;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, watch, Notify};
+use utoipa::ToResponse;
 
+pub use agents::Acked;
 pub(crate) use error::chain as error_chain;
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use events::EventPage;
+pub use inventory::{CorrectiveActionBody, HostSwitched, InstanceSwitched};
+pub use openapi::openapi;
+pub use operations::{Operation, OperationRequest, OperationStarted, OperationStep};
 
 use crate::hostlink::HostLink;
 use crate::store::{Store, StoreError, StoredEvent};
@@ -108,44 +120,132 @@ impl ApiState {
     }
 }
 
-/// The API's routes over `state`, with authentication.
+/// The API's routes over `state`, with authentication: exactly those of [`routes`].
 pub fn router(state: ApiState) -> Router {
-    let instance = "/v1/instances/{uuid}";
-    Router::new()
-        .route("/v1/agents/register", post(agents::register))
-        .route("/v1/agents/{host}/events", post(agents::post_events))
-        .route("/v1/hosts", get(inventory::hosts))
-        .route("/v1/hosts/{name}", get(inventory::host))
-        .route("/v1/hosts/{name}/enable", post(inventory::enable_host))
-        .route("/v1/hosts/{name}/disable", post(inventory::disable_host))
-        .route("/v1/instances", get(inventory::instances))
-        .route(instance, get(inventory::instance))
-        .route(
-            &format!("{instance}/enable"),
-            post(inventory::enable_instance),
-        )
-        .route(
-            &format!("{instance}/disable"),
-            post(inventory::disable_instance),
-        )
-        .route(
-            &format!("{instance}/corrective-action"),
-            put(inventory::corrective_action),
-        )
-        .route(&format!("{instance}/operations"), post(operations::start))
-        .route("/v1/operations/{id}", get(operations::get))
-        .route("/v1/events", get(events::query))
-        .route("/v1/events/stream", get(events::stream))
-        .route("/v1/webhooks", get(webhooks::list).post(webhooks::create))
-        .route(
-            "/v1/webhooks/{id}",
-            get(webhooks::get).delete(webhooks::delete),
-        )
+    let mut router = Router::new();
+    for route in table() {
+        router = router.route(route.path, route.handler);
+    }
+    router
         .fallback(unknown_path)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
+
+/// Every route [`router`] serves, as (method, path) with `{name}` for path parameters.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    table()
+        .into_iter()
+        .map(|route| (route.verb.method(), route.path))
+        .collect()
+}
+
+/// The one list of routes, in the order of the API's documentation.
+fn table() -> Vec<Route> {
+    use Verb::{Delete, Get, Post, Put};
+    vec![
+        Route::new(Post, "/v1/agents/register", agents::register),
+        Route::new(Post, "/v1/agents/{host}/events", agents::post_events),
+        Route::new(Get, "/v1/hosts", inventory::hosts),
+        Route::new(Get, "/v1/hosts/{name}", inventory::host),
+        Route::new(Post, "/v1/hosts/{name}/enable", inventory::enable_host),
+        Route::new(Post, "/v1/hosts/{name}/disable", inventory::disable_host),
+        Route::new(Get, "/v1/instances", inventory::instances),
+        Route::new(Get, "/v1/instances/{uuid}", inventory::instance),
+        Route::new(
+            Post,
+            "/v1/instances/{uuid}/enable",
+            inventory::enable_instance,
+        ),
+        Route::new(
+            Post,
+            "/v1/instances/{uuid}/disable",
+            inventory::disable_instance,
+        ),
+        Route::new(
+            Put,
+            "/v1/instances/{uuid}/corrective-action",
+            inventory::corrective_action,
+        ),
+        Route::new(Post, "/v1/instances/{uuid}/operations", operations::start),
+        Route::new(Get, "/v1/operations/{id}", operations::get),
+        Route::new(Get, "/v1/events", events::query),
+        Route::new(Get, "/v1/events/stream", events::stream),
+        Route::new(Post, "/v1/webhooks", webhooks::create),
+        Route::new(Get, "/v1/webhooks", webhooks::list),
+        Route::new(Get, "/v1/webhooks/{id}", webhooks::get),
+        Route::new(Delete, "/v1/webhooks/{id}", webhooks::delete),
+    ]
+}
+
+/// The methods the API uses.
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Verb {
+    fn method(self) -> Method {
+        match self {
+            Verb::Get => Method::GET,
+            Verb::Post => Method::POST,
+            Verb::Put => Method::PUT,
+            Verb::Delete => Method::DELETE,
+        }
+    }
+
+    fn filter(self) -> MethodFilter {
+        match self {
+            Verb::Get => MethodFilter::GET,
+            Verb::Post => MethodFilter::POST,
+            Verb::Put => MethodFilter::PUT,
+            Verb::Delete => MethodFilter::DELETE,
+        }
+    }
+}
+
+/// One method on one path, and its handler.
+struct Route {
+    verb: Verb,
+    path: &'static str,
+    handler: MethodRouter<ApiState>,
+}
+
+impl Route {
+    fn new<H, T>(verb: Verb, path: &'static str, handler: H) -> Route
+    where
+        H: Handler<T, ApiState>,
+        T: 'static,
+    {
+        Route {
+            verb,
+            path,
+            handler: on(verb.filter(), handler),
+        }
+    }
+}
+
+/// `unauthorized`: no `Authorization: Bearer <token>` header, or not this controller's token.
+/// Nothing changed.
+#[derive(ToResponse)]
+pub struct Unauthorized(pub ErrorBody);
+
+/// `internal`: the controller's store failed; its log has the cause.
+#[derive(ToResponse)]
+pub struct Internal(pub ErrorBody);
+
+/// `payload_too_large`: a body over 64 KiB.
+#[derive(ToResponse)]
+pub struct TooLarge(pub ErrorBody);
+
+/// `host_unreachable`: the host cannot be reached, does not answer within 5 s, or registered
+/// without `api_url`; `host_error`: it answered 5xx or not JSON.
+#[derive(ToResponse)]
+pub struct HostFailed(pub ErrorBody);
 
 /// Lets a request through only with the right bearer token.
 async fn authenticate(State(state): State<ApiState>, request: Request, next: Next) -> Response {

@@ -11,13 +11,108 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 
 use super::error_chain;
-use super::{read_body, ApiError, ApiState, MAX_BODY};
+use super::{read_body, ApiError, ApiState, ErrorBody, MAX_BODY};
 use crate::hostlink::HostLinkError;
 use crate::store::HostRecord;
 
+/// The body of `POST /v1/instances/{uuid}/operations`: exactly this one key.
+#[derive(Debug, ToSchema)]
+pub struct OperationRequest {
+    /// The lifecycle event: `stop`, `reboot`, `pause`, `unpause`, `suspend`, `resume`,
+    /// `resize_begin`, … (the host agent judges it).
+    #[schema(example = "reboot")]
+    pub action: String,
+}
+
+/// An operation the instance's host agent started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationStarted {
+    /// The operation's id: `<host>:<the host's operation id>`.
+    #[schema(example = "compute-0:9f3c0a1b2c3d4e5f")]
+    pub id: String,
+    /// The host that runs it.
+    pub host: String,
+    /// The instance's uuid.
+    pub instance: String,
+    /// The lifecycle event.
+    pub action: String,
+}
+
+/// An operation as its host agent records it, with the controller's `id` and `host`. The
+/// controller passes the host's record through: keys a newer agent adds appear as well.
+#[derive(Debug, ToSchema)]
+pub struct Operation {
+    /// The operation's id: `<host>:<the host's operation id>`.
+    pub id: String,
+    /// The host that runs it.
+    pub host: String,
+    /// The instance's uuid.
+    pub instance: String,
+    /// The lifecycle event.
+    pub action: String,
+    /// `vote` or `notify` when only that step runs; absent for the whole sequence.
+    #[schema(required = false)]
+    pub only: String,
+    /// Where it stands: `voting`, `notifying`, `acting`, `post_notifying`, `done`,
+    /// `rejected`, `failed`.
+    pub state: String,
+    /// The guest's words for `rejected`, the error for `failed`; else `null`.
+    #[schema(required = true)]
+    pub reason: Option<String>,
+    /// When it started (RFC 3339, UTC).
+    pub started_at: String,
+    /// Every step so far, in order.
+    pub steps: Vec<OperationStep>,
+}
+
+/// One step of an operation.
+#[derive(Debug, ToSchema)]
+pub struct OperationStep {
+    /// `vote`, `notify`, `act`, `wait_guest` or `post_notify`.
+    pub step: String,
+    /// The lifecycle event of the step.
+    pub event: String,
+    /// When the step started, in milliseconds after the operation started.
+    pub started_ms: u64,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+    /// The guest's answer (`accept`, `reject`, `complete`, `timeout`, `error`), `timeout`,
+    /// `skipped`, or `done` / `failed` for the action.
+    pub outcome: String,
+    /// The guest's reason, the error, or why the step was skipped; absent when empty.
+    #[schema(required = false)]
+    pub detail: String,
+}
+
+/// Starts a lifecycle operation on the instance's host agent: vote, notifications, action.
+#[utoipa::path(
+    post,
+    path = "/v1/instances/{uuid}/operations",
+    operation_id = "start_operation",
+    tag = "operations",
+    params(("uuid" = String, Path, description = "The instance's uuid")),
+    request_body = OperationRequest,
+    responses(
+        (status = 202, description = "Started on the host", body = OperationStarted),
+        (status = 400, description = "`bad_request`: the body is not `{\"action\": \"<event>\"}`, \
+            or the host does not know the event", body = ErrorBody),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such instance or host (the host's 404 is \
+            passed through)", body = ErrorBody),
+        (status = 409, description = "`conflict`: the host runs another operation on the \
+            instance", body = ErrorBody),
+        (status = 413, response = super::TooLarge),
+        (status = "4XX", description = "`host_refused`: the host refused with another 4xx \
+            status, passed through", body = ErrorBody),
+        (status = 500, response = super::Internal),
+        (status = 502, response = super::HostFailed),
+    ),
+)]
 pub(super) async fn start(
     State(state): State<ApiState>,
     Path(uuid): Path<String>,
@@ -40,15 +135,33 @@ pub(super) async fn start(
     let id = started.map_err(host_error)?;
     tracing::info!(instance = %uuid, host = %host.name, %action, operation = %id,
         "Operation started on the host");
-    let answer = json!({
-        "id": format!("{}:{id}", host.name),
-        "host": host.name,
-        "instance": uuid,
-        "action": action,
-    });
+    let answer = OperationStarted {
+        id: format!("{}:{id}", host.name),
+        host: host.name,
+        instance: uuid,
+        action,
+    };
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
+/// Shows an operation, as its host agent records it.
+#[utoipa::path(
+    get,
+    path = "/v1/operations/{id}",
+    operation_id = "get_operation",
+    tag = "operations",
+    params(("id" = String, Path, description = "`<host>:<the host's operation id>`")),
+    responses(
+        (status = 200, description = "The host's record of the operation", body = Operation),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: a malformed id, no such host, or the host \
+            does not know the operation", body = ErrorBody),
+        (status = "4XX", description = "`bad_request`, `conflict` or `host_refused`: another \
+            refusal of the host, passed through", body = ErrorBody),
+        (status = 500, response = super::Internal),
+        (status = 502, response = super::HostFailed),
+    ),
+)]
 pub(super) async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,

@@ -12,21 +12,41 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use tokio::sync::Notify;
+use utoipa::ToSchema;
 
-use super::{read_body, ApiError, ApiState, MAX_BODY};
+use super::{read_body, ApiError, ApiState, ErrorBody, MAX_BODY};
 use crate::store::{Store, WebhookRecord, WebhookStatus};
 use crate::webhooks::{check_secret, check_url};
 
 type Answer<T> = Result<Json<T>, ApiError>;
 
-#[derive(Deserialize)]
+/// A new subscription; no other keys.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewWebhook {
+pub(crate) struct NewWebhook {
+    /// Where events are POSTed: `http://` with a host, at most 2,048 characters.
+    #[schema(example = "http://vim.example:8080/tether")]
     url: String,
+    /// The HMAC-SHA256 signing key: 16 to 256 visible ASCII characters. Never shown again.
     secret: String,
 }
 
-/// `POST /v1/webhooks {"url": "http://…", "secret": "…"}` → 201 and the subscription.
+/// Subscribes a URL to every event stored from now on.
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks",
+    operation_id = "create_webhook",
+    tag = "webhooks",
+    request_body = NewWebhook,
+    responses(
+        (status = 201, description = "Subscribed", body = WebhookRecord),
+        (status = 400, description = "`bad_request`: not `{\"url\", \"secret\"}`, or a bad \
+            `url` or `secret` (the message names it)", body = ErrorBody),
+        (status = 401, response = super::Unauthorized),
+        (status = 413, response = super::TooLarge),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<ApiState>,
     body: Body,
@@ -47,12 +67,36 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(webhook)))
 }
 
-/// `GET /v1/webhooks`: every subscription, by id.
+/// Lists every subscription, by id.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks",
+    operation_id = "list_webhooks",
+    tag = "webhooks",
+    responses(
+        (status = 200, description = "Every subscription, by id", body = Vec<WebhookRecord>),
+        (status = 401, response = super::Unauthorized),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn list(State(state): State<ApiState>) -> Answer<Vec<WebhookRecord>> {
     Ok(Json(state.store(|store| store.webhooks()).await?))
 }
 
-/// `GET /v1/webhooks/{id}`: the subscription with its delivery counts and last error.
+/// Shows a subscription with its delivery counts and last error.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/{id}",
+    operation_id = "get_webhook",
+    tag = "webhooks",
+    params(("id" = u64, Path, description = "The subscription's id")),
+    responses(
+        (status = 200, description = "The subscription and its deliveries", body = WebhookStatus),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such subscription", body = ErrorBody),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn get(
     State(state): State<ApiState>,
     Path(id): Path<String>,
@@ -62,7 +106,20 @@ pub(super) async fn get(
     found.map(Json).ok_or_else(|| no_webhook(&id))
 }
 
-/// `DELETE /v1/webhooks/{id}` → 204; its undelivered events are dropped.
+/// Deletes a subscription; its undelivered events are dropped.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/{id}",
+    operation_id = "delete_webhook",
+    tag = "webhooks",
+    params(("id" = u64, Path, description = "The subscription's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = super::Unauthorized),
+        (status = 404, description = "`not_found`: no such subscription", body = ErrorBody),
+        (status = 500, response = super::Internal),
+    ),
+)]
 pub(super) async fn delete(
     State(state): State<ApiState>,
     Path(id): Path<String>,

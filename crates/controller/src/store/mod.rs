@@ -16,16 +16,18 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 pub use migrations::SCHEMA_VERSION;
 pub use sqlite::{SqliteStore, FILE_NAME};
 
 /// A compute host that registered with the controller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct HostRecord {
     /// The host's name, as the agent gave it.
     pub name: String,
     /// Where the host agent's API listens, if it serves one the controller can reach.
+    #[schema(required = true)]
     pub api_url: Option<String>,
     /// Whether failures on this host are reported (to the VIM and recovery).
     pub reporting_enabled: bool,
@@ -38,7 +40,7 @@ pub struct HostRecord {
 }
 
 /// A guest as the controller knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct InstanceRecord {
     /// Instance uuid.
     pub uuid: String,
@@ -50,23 +52,27 @@ pub struct InstanceRecord {
     /// re-registered without it.
     pub state: String,
     /// Heartbeat interval in use.
+    #[schema(required = true)]
     pub interval_ms: Option<u32>,
     /// Health in the latest answer.
+    #[schema(required = true)]
     pub health: Option<String>,
     /// The corrective action the guest asked for.
+    #[schema(required = true)]
     pub corrective_action: Option<String>,
     /// The guest's latest reason text.
     pub reason: String,
     /// Whether failures of this instance are reported.
     pub reporting_enabled: bool,
     /// An operator's corrective action that replaces the guest's, if set.
+    #[schema(required = true)]
     pub corrective_override: Option<CorrectiveAction>,
     /// When the row last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
 
 /// A corrective action an operator can impose on an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CorrectiveAction {
     /// Reboot the guest.
@@ -157,7 +163,7 @@ pub struct NewEvent {
 }
 
 /// An event in the controller's log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StoredEvent {
     /// Global position in the log (increasing).
     pub id: u64,
@@ -231,7 +237,7 @@ impl Default for EventQuery {
 }
 
 /// A webhook subscription, as the API shows it (never with its secret).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct WebhookRecord {
     /// The subscription's id.
     pub id: u64,
@@ -242,7 +248,7 @@ pub struct WebhookRecord {
 }
 
 /// A webhook subscription with the state of its deliveries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct WebhookStatus {
     /// The subscription.
     #[serde(flatten)]
@@ -254,8 +260,10 @@ pub struct WebhookStatus {
     /// Pending deliveries that failed at least once.
     pub failing: u64,
     /// The latest failed attempt's error, if any attempt ever failed.
+    #[schema(required = true)]
     pub last_error: Option<String>,
     /// When that attempt failed (RFC 3339, UTC).
+    #[schema(required = true)]
     pub last_error_at: Option<String>,
 }
 
