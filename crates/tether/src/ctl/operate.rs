@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn steps_read_as_one_line_each() {
         let step = json!({"step": "vote", "outcome": "reject", "took_ms": 12, "detail": "busy"});
-        assert_eq!(step_line(&step), "vote         reject          12 ms  busy");
+        assert_eq!(step_line(&step), "vote         reject         12 ms  busy");
     }
 
     #[test]
