@@ -10,9 +10,11 @@
 //! Modules: [`store`] (records, the `Store` trait, SQLite), [`ingest`] (the bodies host agents
 //! send), [`query`] (query strings), [`api`] (routes and their OpenAPI document), [`token`]
 //! (the bearer token), [`clock`] (timestamps), [`hostlink`] (commands to host agents),
-//! [`starlingx`] (the StarlingX guestAgent-compatible listener).
+//! [`starlingx`] (the StarlingX guestAgent-compatible listener), [`audit`] (the periodic
+//! comparison of the store with each host).
 
 pub mod api;
+pub mod audit;
 pub mod clock;
 pub mod hostlink;
 pub mod ingest;
@@ -82,6 +84,7 @@ pub struct Controller {
     listener: Option<TcpListener>,
     starlingx: Option<TcpListener>,
     webhook_backoff: webhooks::Backoff,
+    audit_interval: Duration,
 }
 
 impl Controller {
@@ -99,6 +102,7 @@ impl Controller {
             listener: None,
             starlingx: None,
             webhook_backoff: webhooks::Backoff::default(),
+            audit_interval: audit::DEFAULT_INTERVAL,
         })
     }
 
@@ -147,9 +151,17 @@ impl Controller {
         self
     }
 
+    /// Sets how often the state audit runs (default 60 s). For tests that cannot wait that
+    /// long.
+    pub fn with_audit_interval(mut self, every: Duration) -> Controller {
+        self.audit_interval = every;
+        self
+    }
+
     /// Binds (if [`Controller::bind`] was not called) and serves until `shutdown` completes;
     /// then ends event streams and lets open requests finish for a few seconds. Webhook
-    /// deliveries run meanwhile and stop when `run` returns (undelivered ones stay queued).
+    /// deliveries and the state audit run meanwhile and stop when `run` returns (undelivered
+    /// ones stay queued).
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -166,6 +178,7 @@ impl Controller {
             .map(|listener| starlingx::spawn(listener, self.state.clone(), starlingx_stopped));
         let (store, wake) = self.state.outbox();
         let _delivery = webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff);
+        let _audit = audit::AuditTask::spawn(self.state.clone(), self.audit_interval);
         let state = self.state.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {

@@ -12,11 +12,13 @@
 //! | `GET /v1/events`, `GET /v1/events/stream` | [`events`] |
 //! | `POST\|GET /v1/webhooks`, `GET\|DELETE /v1/webhooks/{id}` | [`webhooks`] |
 //! | `POST /v1/instances/{uuid}/operations`, `GET /v1/operations/{id}` | [`operations`] |
+//! | `GET /v1/audit` | [`audit`] |
 //!
 //! [`routes`] lists every route once; [`router`] serves that list and [`openapi`] documents
 //! it (a test checks that the two agree).
 
 mod agents;
+mod audit;
 mod error;
 mod events;
 mod inventory;
@@ -47,6 +49,7 @@ pub use inventory::{CorrectiveActionBody, HostSwitched, InstanceSwitched};
 pub use openapi::openapi;
 pub use operations::{Operation, OperationRequest, OperationStarted, OperationStep};
 
+use crate::audit::AuditReport;
 use crate::hostlink::HostLink;
 use crate::store::{Store, StoreError, StoredEvent};
 use crate::token::token_matches;
@@ -77,6 +80,8 @@ struct Inner {
     outbox: Arc<Notify>,
     /// Commands to host agents.
     hostlink: HostLink,
+    /// The last audit round's result.
+    audit: Mutex<AuditReport>,
 }
 
 impl ApiState {
@@ -93,6 +98,7 @@ impl ApiState {
                 stopping,
                 outbox: Arc::new(Notify::new()),
                 hostlink: HostLink::new(),
+                audit: Mutex::new(AuditReport::default()),
             }),
         }
     }
@@ -105,6 +111,16 @@ impl ApiState {
     /// The client of host agents' APIs.
     pub(crate) fn hostlink(&self) -> &HostLink {
         &self.inner.hostlink
+    }
+
+    /// The last audit round's result.
+    pub(crate) fn audit(&self) -> AuditReport {
+        lock(&self.inner.audit).clone()
+    }
+
+    /// Records an audit round's result.
+    pub(crate) fn set_audit(&self, report: AuditReport) {
+        *lock(&self.inner.audit) = report;
     }
 
     /// Runs `call` on the store on the blocking pool.
@@ -176,6 +192,7 @@ fn table() -> Vec<Route> {
         Route::new(Get, "/v1/webhooks", webhooks::list),
         Route::new(Get, "/v1/webhooks/{id}", webhooks::get),
         Route::new(Delete, "/v1/webhooks/{id}", webhooks::delete),
+        Route::new(Get, "/v1/audit", audit::last),
     ]
 }
 
@@ -287,4 +304,11 @@ async fn read_body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
         out.extend_from_slice(&chunk);
     }
     Ok(out)
+}
+
+/// Locks `mutex`, whose data stays valid even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -231,7 +231,7 @@ impl HostLink {
 }
 
 /// A 2xx answer, or the host's refusal with its message.
-fn success(host: &HostRecord, answer: HostAnswer) -> Result<HostAnswer, HostLinkError> {
+pub(crate) fn success(host: &HostRecord, answer: HostAnswer) -> Result<HostAnswer, HostLinkError> {
     if answer.status.is_success() {
         return Ok(answer);
     }

@@ -1,5 +1,7 @@
 //! A host agent double: a real HTTP server on 127.0.0.1 that answers the host agent API's
-//! command routes the way the agent does and records every request it gets.
+//! command routes the way the agent does and records every request it gets. It also serves
+//! `GET /v1/instances` and `GET /v1/reporting` from a view the test sets, which the reporting
+//! switches it receives update as the agent's would.
 
 // Test helpers: a failed call is a failed test.
 #![allow(clippy::unwrap_used, dead_code)]
@@ -33,7 +35,23 @@ pub struct Seen {
 pub struct HostDouble {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    view: View,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the double serves at `GET /v1/instances` and `GET /v1/reporting`.
+#[derive(Debug, Clone)]
+pub struct HostView {
+    pub instances: Vec<Value>,
+    pub enabled: bool,
+}
+
+type View = Arc<Mutex<HostView>>;
+
+#[derive(Clone)]
+struct Shared {
+    seen: Log,
+    view: View,
 }
 
 impl HostDouble {
@@ -46,17 +64,40 @@ impl HostDouble {
     pub fn serve(listener: tokio::net::TcpListener) -> HostDouble {
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let view = Arc::new(Mutex::new(HostView {
+            instances: Vec::new(),
+            enabled: true,
+        }));
+        let shared = Shared {
+            seen: seen.clone(),
+            view: view.clone(),
+        };
         let app = Router::new()
-            .route("/v1/reporting", put(reporting))
+            .route("/v1/instances", get(instances))
+            .route("/v1/reporting", put(reporting).get(host_reporting))
             .route("/v1/instances/{uuid}/reporting", put(instance_reporting))
             .route("/v1/instances/{uuid}/actions", post(action))
             .route("/v1/operations/{id}", get(operation))
             .layer(axum::middleware::from_fn_with_state(seen.clone(), record))
-            .with_state(seen.clone());
+            .with_state(shared);
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        HostDouble { addr, seen, task }
+        HostDouble {
+            addr,
+            seen,
+            view,
+            task,
+        }
+    }
+
+    /// Sets what the double serves as its instances and host-wide switch.
+    pub fn set_view(&self, instances: Vec<Value>, enabled: bool) {
+        *self.view.lock().unwrap() = HostView { instances, enabled };
+    }
+
+    pub fn view(&self) -> HostView {
+        self.view.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -95,11 +136,30 @@ async fn record(State(seen): State<Log>, request: Request, next: Next) -> Respon
         .await
 }
 
-async fn reporting(Json(body): Json<Value>) -> Json<Value> {
+async fn instances(State(shared): State<Shared>) -> Json<Value> {
+    Json(Value::Array(shared.view.lock().unwrap().instances.clone()))
+}
+
+async fn host_reporting(State(shared): State<Shared>) -> Json<Value> {
+    Json(json!({"enabled": shared.view.lock().unwrap().enabled}))
+}
+
+async fn reporting(State(shared): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+    if let Some(enabled) = body["enabled"].as_bool() {
+        shared.view.lock().unwrap().enabled = enabled;
+    }
     Json(json!({"enabled": body["enabled"]}))
 }
 
-async fn instance_reporting(Path(uuid): Path<String>, Json(body): Json<Value>) -> Json<Value> {
+async fn instance_reporting(
+    State(shared): State<Shared>,
+    Path(uuid): Path<String>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let mut view = shared.view.lock().unwrap();
+    for instance in view.instances.iter_mut().filter(|i| i["uuid"] == uuid) {
+        instance["reporting_enabled"] = body["enabled"].clone();
+    }
     Json(json!({"uuid": uuid, "reporting_enabled": body["enabled"]}))
 }
 
