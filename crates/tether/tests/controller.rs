@@ -254,27 +254,6 @@ fn header(head: &str, name: &str) -> Option<String> {
     })
 }
 
-/// One JSON request with the token to the controller's native API.
-async fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: c\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loss_reaches_a_failing_webhook_once_and_ctl_reboots_with_live_steps() {
     let mut rig = Rig::start(2, CorrectiveAction::Reboot, 1).await;
@@ -283,10 +262,18 @@ async fn a_loss_reaches_a_failing_webhook_once_and_ctl_reboots_with_live_steps()
     let controller = start_controller(&rig.dir.path().join("controller"), 0).await;
     let url = controller.url();
     let (receiver, receiver_addr) = Receiver::start(2).await;
-    let body =
-        format!(r#"{{"url": "http://{receiver_addr}/hook", "secret": "0123456789abcdef0123"}}"#);
-    let (code, hook) = call(controller.addr, "POST", "/v1/webhooks", &body).await;
-    assert_eq!(code, 201, "{hook}");
+    let secret_file = rig.dir.path().join("hook-secret");
+    std::fs::write(&secret_file, "0123456789abcdef0123\n").unwrap();
+    let hook_url = format!("http://{receiver_addr}/hook");
+    let secret_arg = secret_file.to_string_lossy().into_owned();
+    let (code, hook) = ctl(
+        &url,
+        &token_file,
+        &["webhooks", "add", &hook_url, "--secret-file", &secret_arg],
+    );
+    assert_eq!(code, 0, "{hook}");
+    let hook_id = hook["id"].to_string().trim_matches('"').to_owned();
+    assert!(hook.get("secret").is_none(), "{hook}");
 
     rig.stop_agent().await;
     rig.config.controller = Some(url.clone());
@@ -328,6 +315,13 @@ async fn a_loss_reaches_a_failing_webhook_once_and_ctl_reboots_with_live_steps()
     delivered.sort();
     delivered.dedup();
     assert_eq!(delivered.len(), count, "each key delivered once");
+
+    let (code, status) = ctl(&url, &token_file, &["webhooks", "show", &hook_id]);
+    assert_eq!(code, 0, "{status}");
+    assert!(status["delivered"].as_u64().unwrap_or(0) >= 1, "{status}");
+    let (code, audit) = ctl(&url, &token_file, &["audit"]);
+    assert_eq!(code, 0, "{audit}");
+    assert!(audit.get("hosts_checked").is_some(), "{audit}");
 
     // A reboot through the controller, followed live by tether ctl.
     let vm = rig.vm(1).clone();

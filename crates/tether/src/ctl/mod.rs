@@ -55,6 +55,29 @@ enum What {
     },
     /// The event log; `--follow` keeps printing new events as they come.
     Events(EventArgs),
+    /// Webhook subscriptions: list, add, show one with its delivery counts, delete.
+    Webhooks {
+        #[command(subcommand)]
+        action: Option<WebhookAction>,
+    },
+    /// What the last state audit found and repaired.
+    Audit,
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookAction {
+    /// Subscribe `url` to every event, signed with the secret in `--secret-file`.
+    Add {
+        /// Where events are POSTed (`http://…`).
+        url: String,
+        /// File holding the signing secret (16 to 256 visible characters).
+        #[arg(long, value_name = "FILE")]
+        secret_file: PathBuf,
+    },
+    /// One subscription with its pending, delivered and failing counts.
+    Show { id: String },
+    /// Remove a subscription; its pending deliveries are dropped.
+    Delete { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +186,22 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             state,
         } => instances(&client, action, host, state, out).await,
         What::Events(events_args) => events(&client, events_args, out).await,
+        What::Webhooks { action } => webhooks(&client, action, out).await,
+        What::Audit => {
+            let audit = client.get("/v1/audit").await?;
+            if out.json {
+                out.show(&audit, &[]);
+            } else {
+                println!(
+                    "last run: {}, hosts checked: {}, unreachable: {}",
+                    cell(&audit["last_run"]),
+                    cell(&audit["hosts_checked"]),
+                    cell(&audit["unreachable"])
+                );
+                out.show(&audit["repairs"], &AUDIT_COLUMNS);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -241,6 +280,46 @@ const INSTANCE_COLUMNS: [&str; 7] = [
     "reporting_enabled",
 ];
 const EVENT_COLUMNS: [&str; 5] = ["ts", "host", "name", "event", "details"];
+const WEBHOOK_COLUMNS: [&str; 6] = [
+    "id",
+    "url",
+    "created_at",
+    "pending",
+    "failing",
+    "last_error",
+];
+const AUDIT_COLUMNS: [&str; 4] = ["kind", "host", "instance", "detail"];
+
+async fn webhooks(
+    client: &ControllerClient,
+    action: Option<WebhookAction>,
+    out: Output,
+) -> anyhow::Result<()> {
+    let value = match action {
+        None => client.get("/v1/webhooks").await?,
+        Some(WebhookAction::Add { url, secret_file }) => {
+            let secret = std::fs::read_to_string(&secret_file).with_context(|| {
+                format!("Cannot read the secret file {}", secret_file.display())
+            })?;
+            let body = json!({"url": url, "secret": secret.trim()});
+            client.post("/v1/webhooks", Some(&body)).await?
+        }
+        Some(WebhookAction::Show { id }) => {
+            client
+                .get(&format!("/v1/webhooks/{}", segment(&id)))
+                .await?
+        }
+        Some(WebhookAction::Delete { id }) => {
+            client
+                .delete(&format!("/v1/webhooks/{}", segment(&id)))
+                .await?;
+            println!("webhook {id} deleted");
+            return Ok(());
+        }
+    };
+    out.show(&value, &WEBHOOK_COLUMNS);
+    Ok(())
+}
 
 async fn hosts(
     client: &ControllerClient,
