@@ -156,9 +156,7 @@ impl Operations {
             record.steps = run.steps().to_vec();
         }
         if run.state().is_final() {
-            let instance = record.instance.clone();
-            table.running.remove(instance.as_str());
-            remember(&mut table, id.to_owned());
+            finished(&mut table, id);
         }
     }
 
@@ -170,15 +168,29 @@ impl Operations {
         };
         record.state = OpState::Failed;
         record.reason = Some(reason.to_owned());
-        let instance = record.instance.clone();
-        table.running.remove(instance.as_str());
-        remember(&mut table, id.to_owned());
+        finished(&mut table, id);
     }
 
     /// The operation `id`, if known.
     pub fn get(&self, id: &str) -> Option<OperationRecord> {
         self.lock().records.get(id).cloned()
     }
+}
+
+/// Frees the instance of operation `id`, which has ended (if it is the one running there),
+/// and remembers the operation.
+fn finished(table: &mut Table, id: &str) {
+    let instance = table.records.get(id).map(|r| r.instance.clone());
+    if let Some(instance) = instance {
+        if table
+            .running
+            .get(instance.as_str())
+            .is_some_and(|running| running == id)
+        {
+            table.running.remove(instance.as_str());
+        }
+    }
+    remember(table, id.to_owned());
 }
 
 /// Remembers a finished operation, forgetting the oldest beyond [`KEEP_FINISHED`].
