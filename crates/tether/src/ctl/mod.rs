@@ -419,9 +419,9 @@ async fn events(client: &ControllerClient, args: EventArgs, out: Output) -> anyh
         .and_then(|events| events.last())
         .and_then(|e| e["id"].as_u64());
     let after = last.map(|id| id.to_string());
-    let mut stream_filters = filters.to_vec();
-    stream_filters.push(("after", after.as_deref()));
-    let path = format!("/v1/events/stream{}", query(&stream_filters));
+    // The stream takes no filters: it resumes after the last event shown, and the filters
+    // are applied here.
+    let path = format!("/v1/events/stream{}", query(&[("after", after.as_deref())]));
     let shown = |event: Value| {
         if matches_filters(&event, &filters) {
             if out.json {
