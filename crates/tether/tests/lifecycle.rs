@@ -103,11 +103,8 @@ fn steps(op: &OperationRecord) -> Vec<(&'static str, &'static str)> {
     op.steps.iter().map(|s| (s.step, s.outcome)).collect()
 }
 
-fn state_name(op: &OperationRecord) -> String {
-    serde_json::to_value(op.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+fn state_name(op: &OperationRecord) -> &'static str {
+    op.state.as_str()
 }
 
 fn no_corrective_action(rig: &Rig, vm: &SimVm) {

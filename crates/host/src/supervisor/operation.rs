@@ -70,17 +70,20 @@ impl Supervisor {
         now: Instant,
     ) {
         let guest = self.guest_now();
+        let answered = match &input {
+            RunInput::Answer(answer) => Some((answer.event_type, answer.vote_result)),
+            _ => None,
+        };
         let mut effects = Vec::new();
         let taken = match self.operation.as_mut() {
-            Some(current) => current.run.step(input.clone(), guest, now, &mut effects),
+            Some(current) => current.run.step(input, guest, now, &mut effects),
             None => false,
         };
         if taken {
             self.carry_out_effects(effects, link);
-        } else if let RunInput::Answer(answer) = input {
+        } else if let Some((event, result)) = answered {
             if let Some(suppressed) = self.throttles.mismatch_log.allow(now) {
-                tracing::info!(instance = %self.uuid, event = %answer.event_type,
-                    result = %answer.vote_result, suppressed,
+                tracing::info!(instance = %self.uuid, %event, %result, suppressed,
                     "Ignored an action_response that no running step waits for");
             }
         }
