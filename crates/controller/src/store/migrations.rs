@@ -72,6 +72,27 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deliveries_pending ON deliveries (webhook_id, id)
         WHERE delivered_at_ms IS NULL;",
+    // 3: who recovers a failed guest (per host, per instance), the recovery decisions taken,
+    // and the VIM event transmitter's position in the event log.
+    "ALTER TABLE hosts ADD COLUMN recovery_mode TEXT;
+    ALTER TABLE instances ADD COLUMN recovery_mode TEXT;
+    CREATE TABLE recoveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance TEXT NOT NULL,
+        host TEXT NOT NULL,
+        event_id INTEGER NOT NULL,
+        cause TEXT NOT NULL,
+        action TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        decided_at_ms INTEGER NOT NULL,
+        decision TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX recoveries_instance ON recoveries (instance, id);
+    CREATE TABLE vim_cursor (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        last_event_id INTEGER NOT NULL
+    );",
 ];
 
 /// The schema version this build writes.
