@@ -37,14 +37,8 @@ pub async fn run(
     let Some((program, args)) = argv.split_first() else {
         return Err(HypervisorError::Protocol("empty command".to_owned()));
     };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
+    let mut child = spawn(program, args)
+        .await
         .map_err(|source| HypervisorError::Io {
             target: display.to_owned(),
             source,
@@ -71,6 +65,38 @@ pub async fn run(
             })
         }
     }
+}
+
+/// How often a start refused with `ETXTBSY` is tried again, and how long apart.
+const BUSY_RETRIES: u32 = 20;
+const BUSY_WAIT: Duration = Duration::from_millis(10);
+
+/// Starts the program. A script that was just written (a recovery command the operator
+/// replaced a moment ago) can be refused with `ETXTBSY` while another process still holds it
+/// open for writing, e.g. a child forked before it could exec; such a start is tried again a
+/// few times, 10 ms apart.
+async fn spawn(program: &str, args: &[String]) -> std::io::Result<tokio::process::Child> {
+    let start = || {
+        Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+    };
+    let mut result = start();
+    for _ in 0..BUSY_RETRIES {
+        match &result {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                tokio::time::sleep(BUSY_WAIT).await;
+                result = start();
+            }
+            _ => break,
+        }
+    }
+    result
 }
 
 /// Reads stderr to its end, keeping the first [`STDERR_LIMIT`] bytes and discarding the rest
