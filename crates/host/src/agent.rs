@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::api::ApiServer;
 use crate::config::HostConfig;
 use crate::controller_link::{ControllerLink, LinkSettings};
+use crate::deferral::DeferralPolicy;
 use crate::discovery::{scan, Change, Watcher};
 use crate::journal::{self, JournalWriter};
 use crate::operations::Operations;
@@ -65,6 +66,12 @@ impl HostAgent {
         let link = LinkSettings::from_config(&config)?;
         let (journal, writer) = journal::open(&config.journal)?;
         let view = AgentView::default();
+        let deferral = DeferralPolicy::new(
+            config.recovery,
+            link.as_ref().map(|l| l.state.clone()),
+            Duration::from_secs(config.recovery_wait_secs),
+            writer.written(),
+        );
         let settings = Arc::new(Settings {
             miss_threshold: config.miss_threshold,
             min_interval_ms: config.min_interval_ms,
@@ -80,6 +87,7 @@ impl HostAgent {
             journal,
             operations: Operations::default(),
             reporting: view.reporting().clone(),
+            deferral,
         });
         Ok(HostAgent {
             config,

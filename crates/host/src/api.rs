@@ -11,6 +11,8 @@
 //!   409 when one is already running for it, 400 for a bad body. An optional
 //!   `"only": "vote" | "notify"` runs just that step (see [`Scope`]);
 //! - `GET /v1/operations/{id}`: an [`OperationRecord`];
+//! - `POST /v1/instances/{uuid}/recover`: a recovery the controller decided (see
+//!   `recover_api.rs`);
 //! - `GET /v1/reporting` and `PUT /v1/reporting` with `{"enabled": bool}`: the host-wide
 //!   reporting switch, answered as `{"enabled": bool}`;
 //! - `PUT /v1/instances/{uuid}/reporting` with `{"enabled": bool}`: one instance's switch,
@@ -63,9 +65,9 @@ pub(crate) struct ApiServer {
 
 /// What the handlers read and act through.
 #[derive(Debug, Clone)]
-struct ApiState {
+pub(crate) struct ApiState {
     view: AgentView,
-    operations: Operations,
+    pub(crate) operations: Operations,
 }
 
 /// The API's routes over `view` and `operations`.
@@ -74,6 +76,10 @@ pub fn router(view: AgentView, operations: Operations) -> Router {
         .route("/v1/instances", get(list))
         .route("/v1/instances/{uuid}", get(one))
         .route("/v1/instances/{uuid}/actions", post(start_action))
+        .route(
+            "/v1/instances/{uuid}/recover",
+            post(crate::recover_api::recover),
+        )
         .route("/v1/operations/{id}", get(operation))
         .route("/v1/reporting", get(host_reporting).put(set_host_reporting))
         .route(
@@ -224,11 +230,11 @@ async fn unknown_path() -> Response {
     not_found("No such path; try /v1/instances")
 }
 
-fn not_found(message: &str) -> Response {
+pub(crate) fn not_found(message: &str) -> Response {
     error(StatusCode::NOT_FOUND, "not_found", message)
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"error": {"code": code, "message": message}});
     (status, Json(body)).into_response()
 }

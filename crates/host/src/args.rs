@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use crate::config::{HostConfig, HypervisorKind};
+use crate::config::{HostConfig, HypervisorKind, RecoveryMode};
 
 /// Flags of the host agent (`tether host --help`).
 #[derive(Debug, Clone, Default, Args)]
@@ -65,6 +65,14 @@ pub struct HostArgs {
     /// Length of the recovery rate-limit window in seconds [default: 3600].
     #[arg(long, value_name = "SECS")]
     pub recovery_window_secs: Option<u64>,
+    /// Who applies a failed guest's corrective action: the controller while the link to it
+    /// works (auto), always this agent (local), or always the controller [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub recovery: Option<RecoveryMode>,
+    /// Seconds a failure left to the controller may wait for the controller to take it
+    /// before this agent, cut off from it, recovers the guest itself [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub recovery_wait_secs: Option<u64>,
     /// Seconds a connected guest may go without heartbeating before its channel is
     /// reconnected [default: 120].
     #[arg(long, value_name = "SECS")]
@@ -115,6 +123,8 @@ impl HostArgs {
         set(&mut config.rescan_secs, &self.rescan_secs);
         set(&mut config.max_recoveries, &self.max_recoveries);
         set(&mut config.recovery_window_secs, &self.recovery_window_secs);
+        set(&mut config.recovery, &self.recovery);
+        set(&mut config.recovery_wait_secs, &self.recovery_wait_secs);
         set(&mut config.start_timeout_secs, &self.start_timeout_secs);
         set(&mut config.guest_bytes_per_sec, &self.guest_bytes_per_sec);
         set(&mut config.guest_msgs_per_sec, &self.guest_msgs_per_sec);
@@ -217,6 +227,8 @@ mod tests {
             "--rescan-secs",
             "--max-recoveries",
             "--recovery-window-secs",
+            "--recovery",
+            "--recovery-wait-secs",
             "--start-timeout-secs",
             "--guest-bytes-per-sec",
             "--guest-msgs-per-sec",

@@ -29,6 +29,31 @@ pub enum HypervisorKind {
     Virsh,
 }
 
+/// Who decides to apply a guest's corrective action when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoveryMode {
+    /// The controller while the link to it works, this agent otherwise (and always when no
+    /// controller is configured).
+    #[default]
+    Auto,
+    /// Always this agent, even with a controller.
+    Local,
+    /// Always the controller: a failure the controller has not taken waits for it.
+    Controller,
+}
+
+impl RecoveryMode {
+    /// The mode's name in flags and the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryMode::Auto => "auto",
+            RecoveryMode::Local => "local",
+            RecoveryMode::Controller => "controller",
+        }
+    }
+}
+
 /// Every setting of the host agent. Field names are the TOML keys.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -64,6 +89,11 @@ pub struct HostConfig {
     pub max_recoveries: u32,
     /// Length of the recovery rate-limit window, in seconds.
     pub recovery_window_secs: u64,
+    /// Who applies a failed guest's corrective action: `auto`, `local` or `controller`.
+    pub recovery: RecoveryMode,
+    /// Seconds a failure left to the controller may wait for it to take it (store the
+    /// event) before this agent, cut off from the controller, recovers the guest itself.
+    pub recovery_wait_secs: u64,
     /// Seconds a connected guest may go without heartbeating before the channel is closed and
     /// reconnected.
     pub start_timeout_secs: u64,
@@ -103,6 +133,8 @@ impl Default for HostConfig {
             rescan_secs: 180,
             max_recoveries: 3,
             recovery_window_secs: 3600,
+            recovery: RecoveryMode::Auto,
+            recovery_wait_secs: 10,
             start_timeout_secs: 120,
             guest_bytes_per_sec: 16 * 1024,
             guest_msgs_per_sec: 50,
@@ -171,6 +203,12 @@ impl HostConfig {
     /// Checks the rules no type expresses, including that a controller comes with a token.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_values()?;
+        if self.recovery == RecoveryMode::Controller && self.controller.is_none() {
+            return Err(invalid(
+                "recovery",
+                "\"controller\" needs a controller (--controller); use auto or local",
+            ));
+        }
         if self.controller.is_some() && self.controller_token_file.is_none() {
             let from_env = std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty());
             if !from_env {
@@ -193,9 +231,10 @@ impl HostConfig {
             check_host_name(name).map_err(|e| invalid("host_name", e))?;
         }
         ChannelPattern::parse(&self.channel_pattern).map_err(|e| invalid("channel_pattern", e))?;
-        let positive: [(&'static str, u64); 6] = [
+        let positive: [(&'static str, u64); 7] = [
             ("rescan_secs", self.rescan_secs),
             ("recovery_window_secs", self.recovery_window_secs),
+            ("recovery_wait_secs", self.recovery_wait_secs),
             ("start_timeout_secs", self.start_timeout_secs),
             ("guest_bytes_per_sec", u64::from(self.guest_bytes_per_sec)),
             ("guest_msgs_per_sec", u64::from(self.guest_msgs_per_sec)),

@@ -90,6 +90,7 @@ pub struct Recovery {
     history: RecoveryHistory,
     in_flight: Option<InFlight>,
     unrecoverable: bool,
+    given_up: bool,
     started_total: u32,
 }
 
@@ -111,6 +112,7 @@ impl Recovery {
             history,
             in_flight: None,
             unrecoverable: false,
+            given_up: false,
             started_total: 0,
         }
     }
@@ -167,12 +169,25 @@ impl Recovery {
         self.in_flight.is_some()
     }
 
-    /// Whether the guest is over its limit; cleared once the window has room again.
+    /// Whether the guest is over its limit (cleared once the window has room again) or the
+    /// controller gave up on it (cleared by [`Recovery::revive`]).
     pub fn is_unrecoverable(&mut self, now: Instant) -> bool {
         if self.unrecoverable && self.history.allows(self.limit, now) {
             self.unrecoverable = false;
         }
-        self.unrecoverable
+        self.unrecoverable || self.given_up
+    }
+
+    /// The controller's policy gave up on the guest: it stays unrecoverable until it
+    /// heartbeats again or is recovered on order.
+    pub fn give_up(&mut self) {
+        self.given_up = true;
+    }
+
+    /// The guest heartbeats again, or a recovery was ordered: the controller's verdict of
+    /// [`Recovery::give_up`] no longer holds.
+    pub fn revive(&mut self) {
+        self.given_up = false;
     }
 
     /// Recoveries started by this supervisor.

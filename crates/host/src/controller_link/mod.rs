@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{check_host_name, ConfigError, HostConfig, TOKEN_ENV};
+use crate::deferral::LinkState;
 use crate::journal::{JournalReader, Sequenced};
 use crate::limits::Throttle;
 use crate::status::AgentView;
@@ -55,6 +56,8 @@ pub(crate) struct LinkSettings {
     pub host: String,
     /// The journal file the events are read back from.
     pub journal: PathBuf,
+    /// What the link tells the supervisors of the controller.
+    pub state: LinkState,
 }
 
 impl std::fmt::Debug for LinkSettings {
@@ -85,6 +88,7 @@ impl LinkSettings {
             token,
             host,
             journal: config.journal.clone(),
+            state: LinkState::default(),
         }))
     }
 }
@@ -205,7 +209,10 @@ impl ControllerLink {
                     let _ = stop.wait_for(|s| *s).await;
                     return;
                 }
-                Ended::Failed(e) => self.failed(&e),
+                Ended::Failed(e) => {
+                    self.settings.state.failed();
+                    self.failed(&e)
+                }
             };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -259,6 +266,7 @@ impl ControllerLink {
             );
         }
         self.backoff = FIRST_BACKOFF;
+        self.settings.state.answered(acked);
         loop {
             let written = *self.written.borrow_and_update();
             if acked >= written {
@@ -279,7 +287,10 @@ impl ControllerLink {
                 continue;
             };
             acked = match self.client.send_events(&host, &batch).await {
-                Ok(Answer::Acked(n) | Answer::Gap(n)) if n != acked => n,
+                Ok(Answer::Acked(n) | Answer::Gap(n)) if n != acked => {
+                    self.settings.state.answered(n);
+                    n
+                }
                 Ok(Answer::Acked(_) | Answer::Gap(_)) => {
                     return LinkError::Stuck { acked, next: first }.into()
                 }

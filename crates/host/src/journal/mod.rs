@@ -54,6 +54,8 @@ pub enum EventKind {
     GuestUnhealthy,
     /// The guest daemon said it was exiting (not a failure).
     GuestExited,
+    /// A corrective action was left to the controller (`action`, `cause`).
+    RecoveryDeferred,
     /// A corrective action was handed to the hypervisor.
     RecoveryStarted,
     /// The hypervisor confirmed the action.
@@ -74,7 +76,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every event, in declaration order.
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::ChannelConnected,
         EventKind::ChannelDisconnected,
         EventKind::HeartbeatStarted,
@@ -82,6 +84,7 @@ impl EventKind {
         EventKind::HeartbeatLost,
         EventKind::GuestUnhealthy,
         EventKind::GuestExited,
+        EventKind::RecoveryDeferred,
         EventKind::RecoveryStarted,
         EventKind::RecoveryDone,
         EventKind::RecoveryFailed,
@@ -102,6 +105,7 @@ impl EventKind {
             EventKind::HeartbeatLost => "heartbeat_lost",
             EventKind::GuestUnhealthy => "guest_unhealthy",
             EventKind::GuestExited => "guest_exited",
+            EventKind::RecoveryDeferred => "recovery_deferred",
             EventKind::RecoveryStarted => "recovery_started",
             EventKind::RecoveryDone => "recovery_done",
             EventKind::RecoveryFailed => "recovery_failed",
@@ -144,6 +148,9 @@ pub struct Details {
     /// How a lifecycle operation ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outcome: Option<&'static str>,
+    /// Who ordered a recovery, when not this agent on its own (`controller`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<&'static str>,
     /// Similar events held back by a rate limit since the last one written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,

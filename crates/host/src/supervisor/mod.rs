@@ -11,6 +11,7 @@
 
 mod link;
 mod operation;
+mod order;
 mod report;
 mod session;
 
@@ -24,6 +25,7 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::deferral::{DeferralPolicy, Episode};
 use crate::fsm::{HeartbeatFsm, Output};
 use crate::journal::Journal;
 use crate::lifecycle::{RunInput, Scope};
@@ -53,10 +55,14 @@ pub(crate) struct Settings {
     pub operations: Operations,
     /// Whether failures may lead to corrective actions (host-wide and per instance).
     pub reporting: Reporting,
+    /// When failures are left to the controller.
+    pub deferral: DeferralPolicy,
 }
 
+pub(crate) use order::{Order, OrderOutcome};
+
 /// What the registry or the API tells a supervisor.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Command {
     /// The socket file was (re)created: drop any connection and connect again now.
     Reconnect,
@@ -71,6 +77,8 @@ pub(crate) enum Command {
         /// How much of the sequence to run.
         scope: Scope,
     },
+    /// Carry out a recovery the controller decided.
+    Recover(Order),
 }
 
 /// What a finished supervisor hands back to the registry.
@@ -128,6 +136,7 @@ pub(crate) struct Supervisor {
     connects: u32,
     protocol_errors: u64,
     operation: Option<operation::Current>,
+    episode: Option<Episode>,
 }
 
 impl Supervisor {
@@ -153,6 +162,7 @@ impl Supervisor {
             connects: 0,
             protocol_errors: 0,
             operation: None,
+            episode: None,
             settings,
             uuid,
             path,
@@ -190,6 +200,7 @@ impl Supervisor {
                 match self.pause(wait).await {
                     Some(Command::Stop) => return Connect::Stop,
                     Some(Command::Reconnect) => self.backoff.reset(),
+                    Some(Command::Recover(order)) => self.on_order(order, Instant::now()),
                     Some(Command::Operate { .. }) | None => {}
                 }
             }
@@ -208,16 +219,21 @@ impl Supervisor {
     async fn pause(&mut self, wait: Duration) -> Option<Command> {
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
-        let mut op_timer = session::Timer::new();
+        let (mut op_timer, mut episode_timer) = (session::Timer::new(), session::Timer::new());
         loop {
             op_timer.set(self.operation_deadline());
+            episode_timer.set(self.episode_deadline());
             tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Operate { id, event, scope }) => {
                         self.begin_operation(id, event, scope, None, Instant::now());
                     }
+                    Some(Command::Recover(order)) => self.on_order(order, Instant::now()),
                     other => return Some(other.unwrap_or(Command::Stop)),
                 },
+                () = episode_timer.sleep.as_mut(), if episode_timer.armed.is_some() => {
+                    self.check_episode(Instant::now());
+                }
                 done = self.recovery.finished() => self.on_recovery_done(done),
                 result = operation::acted(&mut self.operation), if self.operation_acting() => {
                     self.operation_input(RunInput::Acted(result), None, Instant::now());

@@ -8,14 +8,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tether_hypervisor::{Action, HypervisorError, Instance};
+use tether_hypervisor::{Action, HypervisorError};
 use tokio::time::Instant;
 
+use super::order::cause_name;
 use super::Supervisor;
 use crate::fsm::{Cause, Output, Phase, Stopped};
 use crate::journal::{Details, Event, EventKind};
 use crate::limits::{Throttle, TokenBucket};
-use crate::recovery::{error_chain, Decision};
+use crate::recovery::error_chain;
 use crate::status::{set_text, GuestState};
 
 /// The per-guest throttles of logs, journal events and nacks.
@@ -41,13 +42,6 @@ impl Throttles {
             connect_log: Throttle::new(1, minute),
             nacks: TokenBucket::new(5, 10, Instant::now()),
         }
-    }
-}
-
-fn cause_name(cause: Cause) -> &'static str {
-    match cause {
-        Cause::Lost => "heartbeat_lost",
-        Cause::Unhealthy => "guest_unhealthy",
     }
 }
 
@@ -78,6 +72,7 @@ impl Supervisor {
         match output {
             Output::Started { rtt_us } => {
                 self.backoff.reset();
+                self.end_episode();
                 let guest = self.fsm.guest();
                 let details = Details {
                     rtt_us: Some(rtt_us),
@@ -148,7 +143,8 @@ impl Supervisor {
         }
     }
 
-    /// Starts a corrective action unless reporting is off, one runs or the limit is reached.
+    /// Starts a corrective action unless reporting is off, the controller takes it, one
+    /// runs or the limit is reached.
     pub(super) fn recover(&mut self, action: Action, cause: Cause, now: Instant) {
         let uuid = Arc::clone(&self.uuid);
         if !self.settings.reporting.allows_action(&uuid) {
@@ -158,35 +154,19 @@ impl Supervisor {
             }
             return;
         }
-        match self.recovery.decide(now) {
-            Decision::Start => {
-                let details = Details {
-                    action: Some(action.as_str()),
-                    cause: Some(cause_name(cause)),
-                    ..Details::default()
-                };
-                self.journal(EventKind::RecoveryStarted, details);
-                tracing::warn!(instance = %uuid, %action, cause = cause_name(cause), "Starting recovery");
-                let name = self.fsm.guest().map(|g| g.name.clone()).unwrap_or_default();
-                let instance = Instance {
-                    uuid: uuid.to_string(),
-                    name,
-                };
-                let hypervisor = Arc::clone(&self.settings.hypervisor);
-                self.recovery
-                    .start(hypervisor, instance, action, cause, now);
-            }
-            Decision::InProgress => {
-                if let Some(suppressed) = self.throttles.recovery_log.allow(now) {
-                    tracing::info!(instance = %uuid, %action, suppressed,
-                        "A recovery is already in progress; not starting another");
-                }
-            }
-            Decision::Refused { newly } => self.refuse_recovery(action, cause, newly, now),
+        if self.defer(action, cause, now) {
+            return;
         }
+        self.start_recovery(action, cause, None, now);
     }
 
-    fn refuse_recovery(&mut self, action: Action, cause: Cause, newly: bool, now: Instant) {
+    pub(super) fn refuse_recovery(
+        &mut self,
+        action: Action,
+        cause: Cause,
+        newly: bool,
+        now: Instant,
+    ) {
         let limit = self.settings.recovery_limit;
         let reason = format!(
             "{} recoveries within {} s already",
@@ -256,6 +236,9 @@ impl Supervisor {
 
     /// Copies what the supervisor knows into the shared status.
     pub(super) fn refresh_status(&mut self) {
+        if self.episode.is_some() && self.heartbeats_healthy() {
+            self.end_episode();
+        }
         let state = self.state();
         let fsm = &self.fsm;
         let mut s = self.status.lock();

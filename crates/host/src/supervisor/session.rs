@@ -70,17 +70,22 @@ impl Supervisor {
         );
         self.on_connected();
         let (mut beat, mut start, mut throttle) = (Timer::new(), Timer::new(), Timer::new());
-        let mut op_timer = Timer::new();
+        let (mut op_timer, mut episode_timer) = (Timer::new(), Timer::new());
         let (end, reason) = loop {
             beat.set(self.fsm.deadline());
             start.set(self.start_deadline(start.armed));
             op_timer.set(self.operation_deadline());
+            episode_timer.set(self.episode_deadline());
             self.refresh_status();
             let closed = tokio::select! {
                 command = self.commands.recv() => match command {
                     Some(Command::Operate { id, event, scope }) => {
                         self.begin_operation(id, event, scope, Some(&mut link), Instant::now());
                         self.flush(&mut link)
+                    }
+                    Some(Command::Recover(order)) => {
+                        self.on_order(order, Instant::now());
+                        None
                     }
                     Some(Command::Reconnect) => Some((End::ReconnectNow, "channel socket re-created")),
                     Some(Command::Stop) | None => Some((End::Stop, "supervision stopped")),
@@ -96,6 +101,10 @@ impl Supervisor {
                 () = op_timer.sleep.as_mut(), if op_timer.armed.is_some() => {
                     self.operation_input(RunInput::Timer, Some(&mut link), Instant::now());
                     self.flush(&mut link)
+                }
+                () = episode_timer.sleep.as_mut(), if episode_timer.armed.is_some() => {
+                    self.check_episode(Instant::now());
+                    None
                 }
                 () = beat.sleep.as_mut(), if beat.armed.is_some() => {
                     self.step(&mut link, Input::Timer, Instant::now())
