@@ -11,7 +11,8 @@
 //! send), [`query`] (query strings), [`api`] (routes and their OpenAPI document), [`token`]
 //! (the bearer token), [`clock`] (timestamps), [`hostlink`] (commands to host agents),
 //! [`starlingx`] (the StarlingX guestAgent-compatible listener), [`audit`] (the periodic
-//! comparison of the store with each host).
+//! comparison of the store with each host), [`recovery`] (the decisions about failures host
+//! agents leave to the controller).
 
 pub mod api;
 pub mod audit;
@@ -19,6 +20,7 @@ pub mod clock;
 pub mod hostlink;
 pub mod ingest;
 pub mod query;
+pub mod recovery;
 pub mod starlingx;
 pub mod store;
 pub mod token;
@@ -85,6 +87,7 @@ pub struct Controller {
     starlingx: Option<TcpListener>,
     webhook_backoff: webhooks::Backoff,
     audit_interval: Duration,
+    recovery_policy: recovery::policy::RecoveryPolicy,
 }
 
 impl Controller {
@@ -103,6 +106,7 @@ impl Controller {
             starlingx: None,
             webhook_backoff: webhooks::Backoff::default(),
             audit_interval: audit::DEFAULT_INTERVAL,
+            recovery_policy: recovery::policy::RecoveryPolicy::default(),
         })
     }
 
@@ -158,6 +162,13 @@ impl Controller {
         self
     }
 
+    /// Sets the limits on recoveries the controller orders (default: 3 per hour, 30 s
+    /// between the first two, doubling up to 10 min).
+    pub fn with_recovery_policy(mut self, policy: recovery::policy::RecoveryPolicy) -> Controller {
+        self.recovery_policy = policy;
+        self
+    }
+
     /// Binds (if [`Controller::bind`] was not called) and serves until `shutdown` completes;
     /// then ends event streams and lets open requests finish for a few seconds. Webhook
     /// deliveries and the state audit run meanwhile and stop when `run` returns (undelivered
@@ -179,6 +190,7 @@ impl Controller {
         let (store, wake) = self.state.outbox();
         let _delivery = webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff);
         let _audit = audit::AuditTask::spawn(self.state.clone(), self.audit_interval);
+        let _recovery = recovery::RecoveryTask::spawn(self.state.clone(), self.recovery_policy);
         let state = self.state.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {

@@ -12,6 +12,7 @@
 //! | `GET /v1/events`, `GET /v1/events/stream` | [`events`] |
 //! | `POST\|GET /v1/webhooks`, `GET\|DELETE /v1/webhooks/{id}` | [`webhooks`] |
 //! | `POST /v1/instances/{uuid}/operations`, `GET /v1/operations/{id}` | [`operations`] |
+//! | `PUT /v1/hosts/{name}/recovery-mode`, `PUT /v1/instances/{uuid}/recovery-mode`, `GET /v1/instances/{uuid}/recoveries` | [`recovery`] |
 //! | `GET /v1/audit` | [`audit`] |
 //!
 //! [`routes`] lists every route once; [`router`] serves that list and [`openapi`] documents
@@ -24,6 +25,7 @@ mod events;
 mod inventory;
 mod openapi;
 mod operations;
+mod recovery;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,7 @@ pub use events::EventPage;
 pub use inventory::{CorrectiveActionBody, HostSwitched, InstanceSwitched};
 pub use openapi::openapi;
 pub use operations::{Operation, OperationRequest, OperationStarted, OperationStep};
+pub use recovery::{RecoveryLog, RecoveryModeBody};
 
 use crate::audit::AuditReport;
 use crate::hostlink::HostLink;
@@ -106,6 +109,11 @@ impl ApiState {
     /// Tells open event streams to end, so a graceful shutdown can finish.
     pub fn stop_streams(&self) {
         self.inner.stopping.send_replace(true);
+    }
+
+    /// Every event stored from now on, in id order.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.inner.events.subscribe()
     }
 
     /// The client of host agents' APIs.
@@ -167,6 +175,7 @@ fn table() -> Vec<Route> {
         Route::new(Get, "/v1/hosts/{name}", inventory::host),
         Route::new(Post, "/v1/hosts/{name}/enable", inventory::enable_host),
         Route::new(Post, "/v1/hosts/{name}/disable", inventory::disable_host),
+        Route::new(Put, "/v1/hosts/{name}/recovery-mode", recovery::host_mode),
         Route::new(Get, "/v1/instances", inventory::instances),
         Route::new(Get, "/v1/instances/{uuid}", inventory::instance),
         Route::new(
@@ -184,6 +193,12 @@ fn table() -> Vec<Route> {
             "/v1/instances/{uuid}/corrective-action",
             inventory::corrective_action,
         ),
+        Route::new(
+            Put,
+            "/v1/instances/{uuid}/recovery-mode",
+            recovery::instance_mode,
+        ),
+        Route::new(Get, "/v1/instances/{uuid}/recoveries", recovery::recoveries),
         Route::new(Post, "/v1/instances/{uuid}/operations", operations::start),
         Route::new(Get, "/v1/operations/{id}", operations::get),
         Route::new(Get, "/v1/events", events::query),

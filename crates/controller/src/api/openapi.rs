@@ -7,7 +7,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{agents, audit, events, inventory, operations, webhooks};
+use super::{agents, audit, events, inventory, operations, recovery, webhooks};
 
 const DESCRIPTION: &str = "\
 The native REST API of the tether controller, the cloud-wide view of every host agent and \
@@ -34,11 +34,14 @@ document (see docs/controller.md).";
         inventory::host,
         inventory::enable_host,
         inventory::disable_host,
+        recovery::host_mode,
         inventory::instances,
         inventory::instance,
         inventory::enable_instance,
         inventory::disable_instance,
         inventory::corrective_action,
+        recovery::instance_mode,
+        recovery::recoveries,
         operations::start,
         operations::get,
         events::query,
@@ -59,9 +62,9 @@ document (see docs/controller.md).";
     security(("bearer" = [])),
     tags(
         (name = "agents", description = "What host agents call: registration and events"),
-        (name = "hosts", description = "Compute hosts and their reporting switch"),
-        (name = "instances", description = "Guests, their reporting switch and corrective \
-            action override"),
+        (name = "hosts", description = "Compute hosts, their reporting switch and recovery mode"),
+        (name = "instances", description = "Guests, their reporting switch, corrective \
+            action override, recovery mode and recovery decisions"),
         (name = "operations", description = "Lifecycle operations, run by the host agents"),
         (name = "events", description = "The event log and its live stream"),
         (name = "webhooks", description = "Subscribers that receive every event"),

@@ -138,6 +138,7 @@ mod tests {
             reporting_enabled: reporting,
             corrective_override: None,
             updated_at: String::new(),
+            recovery_mode: None,
         }
     }
 

@@ -82,6 +82,32 @@ impl HostLinkError {
     }
 }
 
+/// A recovery for [`HostLink::recover`] to order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoverOrder<'a> {
+    /// `reboot`, `stop` or `log`.
+    pub action: &'a str,
+    /// `heartbeat_lost` or `guest_unhealthy`.
+    pub cause: &'a str,
+    /// Record the guest unrecoverable for this reason instead of acting.
+    pub give_up: Option<&'a str>,
+}
+
+/// How a host took a recovery order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoverAnswer {
+    /// It started the action.
+    Started,
+    /// It recorded the guest unrecoverable.
+    GivenUp,
+    /// The order no longer fits: the guest is back, or the host recovered it itself.
+    Stale(String),
+    /// Reporting is off on the host for the guest.
+    ReportingOff(String),
+    /// It refused (its own limit, a recovery already running).
+    Refused(String),
+}
+
 /// A host's answer: its status and JSON body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostAnswer {
@@ -162,6 +188,38 @@ impl HostLink {
                 host: host.name.clone(),
                 status: answer.status,
             }),
+        }
+    }
+
+    /// `POST /v1/instances/{uuid}/recover` on `host`: orders the recovery of a failure the
+    /// host left to the controller, or, with `give_up`, records the guest unrecoverable.
+    pub async fn recover(
+        &self,
+        host: &HostRecord,
+        uuid: &str,
+        order: &RecoverOrder<'_>,
+    ) -> Result<RecoverAnswer, HostLinkError> {
+        let path = format!("/v1/instances/{}/recover", encode_segment(uuid));
+        let mut body = json!({ "action": order.action, "cause": order.cause });
+        if let Some(reason) = order.give_up {
+            body["give_up"] = json!(reason);
+        }
+        let answer = self.call(host, Method::POST, &path, Some(body)).await?;
+        let message = || {
+            answer.body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match (answer.status, answer.body["error"]["code"].as_str()) {
+            (StatusCode::ACCEPTED, _) => Ok(RecoverAnswer::Started),
+            (StatusCode::OK, _) => Ok(RecoverAnswer::GivenUp),
+            (StatusCode::CONFLICT, Some("stale")) => Ok(RecoverAnswer::Stale(message())),
+            (StatusCode::CONFLICT, Some("reporting_disabled")) => {
+                Ok(RecoverAnswer::ReportingOff(message()))
+            }
+            (StatusCode::CONFLICT, Some(_)) => Ok(RecoverAnswer::Refused(message())),
+            _ => success(host, answer).map(|_| RecoverAnswer::Started),
         }
     }
 
@@ -278,6 +336,7 @@ mod tests {
             registered_at: String::new(),
             last_seen: String::new(),
             acked_seq: 0,
+            recovery_mode: crate::store::RecoveryMode::Builtin,
         };
         let error = HostLink::new()
             .set_host_reporting(&host, false)

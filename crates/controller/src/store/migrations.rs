@@ -89,6 +89,7 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX recoveries_instance ON recoveries (instance, id);
+    CREATE INDEX events_event ON events (event, instance, id);
     CREATE TABLE vim_cursor (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         last_event_id INTEGER NOT NULL

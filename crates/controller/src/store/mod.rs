@@ -7,6 +7,7 @@
 
 mod migrations;
 mod outbox;
+mod recoveries;
 mod sqlite;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 pub use migrations::SCHEMA_VERSION;
+pub use recoveries::{DecisionKind, NewDecision, PendingFailure, RecoveryDecision, RecoveryMode};
 pub use sqlite::{SqliteStore, FILE_NAME};
 
 /// A compute host that registered with the controller.
@@ -37,6 +39,8 @@ pub struct HostRecord {
     pub last_seen: String,
     /// The highest per-host event sequence number stored (0 before any).
     pub acked_seq: u64,
+    /// Who recovers the host's failed guests (an instance may override it).
+    pub recovery_mode: RecoveryMode,
 }
 
 /// A guest as the controller knows it.
@@ -67,6 +71,9 @@ pub struct InstanceRecord {
     /// An operator's corrective action that replaces the guest's, if set.
     #[schema(required = true)]
     pub corrective_override: Option<CorrectiveAction>,
+    /// Who recovers this guest when it fails, if set for it; `null` follows its host.
+    #[schema(required = true)]
+    pub recovery_mode: Option<RecoveryMode>,
     /// When the row last changed (RFC 3339, UTC).
     pub updated_at: String,
 }
@@ -464,6 +471,40 @@ pub trait Store: Send + Sync + 'static {
         next_at_ms: i64,
         now: SystemTime,
     ) -> Result<(), StoreError>;
+
+    /// Sets who recovers a host's failed guests; `None` if there is no such host.
+    fn set_host_recovery_mode(
+        &self,
+        name: &str,
+        mode: RecoveryMode,
+    ) -> Result<Option<HostRecord>, StoreError>;
+
+    /// Sets or clears (`None`: follow the host) who recovers an instance; `None` if there is
+    /// no such instance.
+    fn set_instance_recovery_mode(
+        &self,
+        uuid: &str,
+        mode: Option<RecoveryMode>,
+        now: SystemTime,
+    ) -> Result<Option<InstanceRecord>, StoreError>;
+
+    /// Every failure left to the controller and not decided yet, oldest first (the newest
+    /// `recovery_deferred` event of each instance without a decision).
+    fn pending_failures(&self) -> Result<Vec<PendingFailure>, StoreError>;
+
+    /// Stores a decision about a pending failure.
+    fn record_recovery(
+        &self,
+        decision: &NewDecision,
+        now: SystemTime,
+    ) -> Result<RecoveryDecision, StoreError>;
+
+    /// An instance's newest `limit` decisions, oldest first.
+    fn recoveries(&self, uuid: &str, limit: u32) -> Result<Vec<RecoveryDecision>, StoreError>;
+
+    /// When an instance's recoveries were ordered, at or after `since_ms` (ms since the Unix
+    /// epoch), oldest first.
+    fn recoveries_ordered_since(&self, uuid: &str, since_ms: i64) -> Result<Vec<i64>, StoreError>;
 }
 
 /// The state an event puts its instance in, if it changes it.

@@ -17,9 +17,10 @@ use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Tra
 use serde_json::{Map, Value};
 
 use super::{
-    migrations, outbox, state_after, Appended, CorrectiveAction, DueDeliveries, EventQuery,
-    HostRecord, InstanceFilter, InstanceRecord, NewEvent, Registration, Store, StoreError,
-    StoredEvent, WebhookRecord, WebhookStatus, GONE,
+    migrations, outbox, recoveries, state_after, Appended, CorrectiveAction, DueDeliveries,
+    EventQuery, HostRecord, InstanceFilter, InstanceRecord, NewDecision, NewEvent, PendingFailure,
+    RecoveryDecision, RecoveryMode, Registration, Store, StoreError, StoredEvent, WebhookRecord,
+    WebhookStatus, GONE,
 };
 use crate::clock::{format_ts, unix_ms};
 
@@ -33,9 +34,11 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-const HOST_COLUMNS: &str = "name, api_url, reporting_enabled, registered_at, last_seen, acked_seq";
+const HOST_COLUMNS: &str =
+    "name, api_url, reporting_enabled, registered_at, last_seen, acked_seq, recovery_mode";
 const INSTANCE_COLUMNS: &str = "uuid, host, name, state, interval_ms, health, \
-     corrective_action, reason, reporting_enabled, corrective_override, updated_at";
+     corrective_action, reason, reporting_enabled, corrective_override, updated_at, \
+     recovery_mode";
 pub(super) const EVENT_COLUMNS: &str = "id, host, host_seq, ts, instance, name, event, details";
 
 impl SqliteStore {
@@ -293,6 +296,53 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         outbox::failed(&mut self.conn(), id, error, next_at_ms, now)
     }
+
+    fn set_host_recovery_mode(
+        &self,
+        name: &str,
+        mode: RecoveryMode,
+    ) -> Result<Option<HostRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE hosts SET recovery_mode = ?2 WHERE name = ?1",
+            params![name, mode.as_str()],
+        )?;
+        host_by_name(&conn, name)
+    }
+
+    fn set_instance_recovery_mode(
+        &self,
+        uuid: &str,
+        mode: Option<RecoveryMode>,
+        now: SystemTime,
+    ) -> Result<Option<InstanceRecord>, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE instances SET recovery_mode = ?2, updated_at = ?3 WHERE uuid = ?1",
+            params![uuid, mode.map(RecoveryMode::as_str), format_ts(now)],
+        )?;
+        instance_by_uuid(&conn, uuid)
+    }
+
+    fn pending_failures(&self) -> Result<Vec<PendingFailure>, StoreError> {
+        recoveries::pending(&self.conn())
+    }
+
+    fn record_recovery(
+        &self,
+        decision: &NewDecision,
+        now: SystemTime,
+    ) -> Result<RecoveryDecision, StoreError> {
+        recoveries::record(&self.conn(), decision, now)
+    }
+
+    fn recoveries(&self, uuid: &str, limit: u32) -> Result<Vec<RecoveryDecision>, StoreError> {
+        recoveries::of_instance(&self.conn(), uuid, limit)
+    }
+
+    fn recoveries_ordered_since(&self, uuid: &str, since_ms: i64) -> Result<Vec<i64>, StoreError> {
+        recoveries::ordered_since(&self.conn(), uuid, since_ms)
+    }
 }
 
 /// The host's acknowledged sequence number; `None` if it never registered.
@@ -423,7 +473,13 @@ fn host_row(row: &Row<'_>) -> rusqlite::Result<HostRecord> {
         registered_at: row.get(3)?,
         last_seen: row.get(4)?,
         acked_seq: row.get(5)?,
+        recovery_mode: mode_column(row.get(6)?).unwrap_or_default(),
     })
+}
+
+/// A `recovery_mode` column: NULL, or a name this build may not know (then ignored).
+fn mode_column(text: Option<String>) -> Option<RecoveryMode> {
+    text.and_then(|t| t.parse().ok())
 }
 
 fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
@@ -440,6 +496,7 @@ fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
         reporting_enabled: row.get(8)?,
         corrective_override: corrective_override.and_then(|a| a.parse().ok()),
         updated_at: row.get(10)?,
+        recovery_mode: mode_column(row.get(11)?),
     })
 }
 

@@ -22,6 +22,8 @@ use serde_json::{json, Value};
 pub const OP_ID: &str = "00000000000000aa";
 /// An instance for which the double answers 409 (an operation already running).
 pub const BUSY: &str = "busy0000-0000-0000-0000-000000000000";
+/// An instance whose recovery orders the double refuses as stale (it heartbeats again).
+pub const BACK: &str = "back0000-0000-0000-0000-000000000000";
 
 /// One request the double received.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +80,7 @@ impl HostDouble {
             .route("/v1/instances/{uuid}/reporting", put(instance_reporting))
             .route("/v1/instances/{uuid}/actions", post(action))
             .route("/v1/operations/{id}", get(operation))
+            .route("/v1/instances/{uuid}/recover", post(recover))
             .layer(axum::middleware::from_fn_with_state(seen.clone(), record))
             .with_state(shared);
         let task = tokio::spawn(async move {
@@ -185,4 +188,18 @@ async fn operation(Path(id): Path<String>) -> Response {
     let record = json!({"id": id, "instance": "u1", "action": "reboot", "state": "done",
         "reason": null, "started_at": "2026-01-02T03:04:05.000Z", "steps": []});
     Json(record).into_response()
+}
+
+/// `POST /v1/instances/{uuid}/recover` as the agent answers it: 202 started, 200 given up,
+/// 409 `stale` for [`BACK`].
+async fn recover(Path(uuid): Path<String>, Json(body): Json<Value>) -> Response {
+    if uuid == BACK {
+        let error = json!({"error": {"code": "stale",
+            "message": "Nothing done: the guest heartbeats again"}});
+        return (StatusCode::CONFLICT, Json(error)).into_response();
+    }
+    if body.get("give_up").is_some() {
+        return Json(json!({"outcome": "given_up"})).into_response();
+    }
+    (StatusCode::ACCEPTED, Json(json!({"outcome": "started"}))).into_response()
 }
