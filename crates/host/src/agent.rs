@@ -66,9 +66,11 @@ impl HostAgent {
         let link = LinkSettings::from_config(&config)?;
         let (journal, writer) = journal::open(&config.journal)?;
         let view = AgentView::default();
+        // Only a controller that can reach this agent's API can order a recovery.
+        let orderable = link.as_ref().filter(|_| config.api_listen.is_some());
         let deferral = DeferralPolicy::new(
             config.recovery,
-            link.as_ref().map(|l| l.state.clone()),
+            orderable.map(|l| l.state.clone()),
             Duration::from_secs(config.recovery_wait_secs),
             writer.written(),
         );

@@ -203,10 +203,13 @@ impl HostConfig {
     /// Checks the rules no type expresses, including that a controller comes with a token.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_values()?;
-        if self.recovery == RecoveryMode::Controller && self.controller.is_none() {
+        if self.recovery == RecoveryMode::Controller
+            && (self.controller.is_none() || self.api_listen.is_none())
+        {
             return Err(invalid(
                 "recovery",
-                "\"controller\" needs a controller (--controller); use auto or local",
+                "\"controller\" needs a controller (--controller) that can reach this \
+                 agent's API (--api-listen); use auto or local",
             ));
         }
         if self.controller.is_some() && self.controller_token_file.is_none() {
@@ -372,6 +375,33 @@ mod tests {
         }
         config.controller_token_file = Some("/etc/tether/token".into());
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn recovery_by_the_controller_needs_a_controller_that_can_reach_the_api() {
+        let mut config = load_text("recovery = \"controller\"\nrecovery_wait_secs = 5\n").unwrap();
+        assert_eq!(
+            (config.recovery, config.recovery_wait_secs),
+            (RecoveryMode::Controller, 5)
+        );
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("recovery") && err.contains("--api-listen"),
+            "{err}"
+        );
+        config.controller = Some("http://c:2411".into());
+        config.controller_token_file = Some("/etc/tether/token".into());
+        assert!(config.validate().is_err(), "no API address yet");
+        config.api_listen = Some("127.0.0.1:2412".parse().unwrap());
+        assert!(config.validate().is_ok());
+        let err = load_text("recovery = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recovery"), "{err}");
+        let err = load_text("recovery_wait_secs = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recovery_wait_secs"), "{err}");
     }
 
     #[test]

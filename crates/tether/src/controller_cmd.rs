@@ -2,9 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use tether_controller::recovery::policy::RecoveryPolicy;
 use tether_controller::{read_token, Controller, ControllerConfig, TOKEN_ENV};
 
 use crate::ConfigProblem;
@@ -29,6 +31,20 @@ pub struct ControllerCmd {
     /// The VIM to report events to (not supported yet: refused when given).
     #[arg(long, value_name = "URL")]
     vim_url: Option<String>,
+    /// Recoveries the controller orders per instance within the window; the next failure
+    /// makes the guest unrecoverable.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    recovery_max: u32,
+    /// The window recoveries are counted in, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    recovery_window_secs: u64,
+    /// Least time between an instance's first two recoveries, in seconds; doubles with each
+    /// further one, up to --recovery-backoff-max-secs.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    recovery_backoff_secs: u64,
+    /// Longest wait between two recoveries of an instance, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    recovery_backoff_max_secs: u64,
 }
 
 impl ControllerCmd {
@@ -40,6 +56,7 @@ impl ControllerCmd {
             return Err(ConfigProblem(problem).into());
         }
         let env = std::env::var(TOKEN_ENV).ok();
+        let policy = self.recovery_policy()?;
         let token = read_token(self.token_file.as_deref(), env.as_deref())
             .map_err(|e| ConfigProblem(crate::chain(&e)))?;
         let config = ControllerConfig {
@@ -48,10 +65,29 @@ impl ControllerCmd {
             token,
             starlingx_listen: self.starlingx_listen,
         };
-        let controller = Controller::open(config).map_err(|e| ConfigProblem(crate::chain(&e)))?;
+        let controller = Controller::open(config)
+            .map_err(|e| ConfigProblem(crate::chain(&e)))?
+            .with_recovery_policy(policy);
         controller
             .run(crate::shutdown::signalled())
             .await
             .context("Controller failed")
+    }
+
+    fn recovery_policy(&self) -> Result<RecoveryPolicy, ConfigProblem> {
+        if self.recovery_max == 0 || self.recovery_window_secs == 0 {
+            let problem = "--recovery-max and --recovery-window-secs must be at least 1";
+            return Err(ConfigProblem(problem.to_owned()));
+        }
+        if self.recovery_backoff_max_secs < self.recovery_backoff_secs {
+            let problem = "--recovery-backoff-max-secs must not be below --recovery-backoff-secs";
+            return Err(ConfigProblem(problem.to_owned()));
+        }
+        Ok(RecoveryPolicy {
+            max: self.recovery_max,
+            window: Duration::from_secs(self.recovery_window_secs),
+            backoff: Duration::from_secs(self.recovery_backoff_secs),
+            backoff_max: Duration::from_secs(self.recovery_backoff_max_secs),
+        })
     }
 }

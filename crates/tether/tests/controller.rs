@@ -316,6 +316,27 @@ async fn a_loss_reaches_a_failing_webhook_once_and_ctl_reboots_with_live_steps()
     delivered.dedup();
     assert_eq!(delivered.len(), count, "each key delivered once");
 
+    // The agent left the recovery to the controller, which ordered it.
+    wait_for("the controller reboots the hung guest", LONG, || {
+        hung.resets() == 1
+    })
+    .await;
+    let (code, decisions) = ctl(&url, &token_file, &["instances", "recoveries", hung.uuid()]);
+    assert_eq!(code, 0, "{decisions}");
+    assert_eq!(decisions[0]["decision"], "ordered", "{decisions}");
+    let (_, started) = ctl(
+        &url,
+        &token_file,
+        &[
+            "events",
+            "--instance",
+            hung.uuid(),
+            "--type",
+            "recovery_started",
+        ],
+    );
+    assert_eq!(started[0]["details"]["by"], "controller", "{started}");
+
     let (code, status) = ctl(&url, &token_file, &["webhooks", "show", &hook_id]);
     assert_eq!(code, 0, "{status}");
     assert!(status["delivered"].as_u64().unwrap_or(0) >= 1, "{status}");

@@ -88,6 +88,8 @@ enum HostAction {
     Enable { name: String },
     /// Stop reporting this host's guest failures.
     Disable { name: String },
+    /// Who recovers this host's failed guests: `builtin` (the controller) or `vim`.
+    RecoveryMode { name: String, mode: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +103,11 @@ enum InstanceAction {
     /// Override the corrective action the guest asked for (`reboot`, `stop`, `log`), or
     /// `default` to use the guest's own again.
     Action { uuid: String, action: String },
+    /// Who recovers this instance when it fails: `builtin`, `vim`, or `host` to follow its
+    /// host.
+    RecoveryMode { uuid: String, mode: String },
+    /// The recovery decisions taken for this instance, oldest first.
+    Recoveries { uuid: String },
     /// Stop the VM, after the guest's vote and notice.
     Stop(Target),
     /// Reboot the VM, after the guest's vote and notice.
@@ -288,6 +295,7 @@ const WEBHOOK_COLUMNS: [&str; 6] = [
     "failing",
     "last_error",
 ];
+const RECOVERY_COLUMNS: [&str; 5] = ["decided_at", "decision", "action", "cause", "detail"];
 const AUDIT_COLUMNS: [&str; 4] = ["kind", "host", "instance", "detail"];
 
 async fn webhooks(
@@ -341,6 +349,10 @@ async fn hosts(
                 .post(&format!("/v1/hosts/{}/disable", segment(&name)), None)
                 .await?
         }
+        Some(HostAction::RecoveryMode { name, mode }) => {
+            let path = format!("/v1/hosts/{}/recovery-mode", segment(&name));
+            client.put(&path, &json!({"mode": mode})).await?
+        }
     };
     out.show(&value, &HOST_COLUMNS);
     Ok(())
@@ -384,6 +396,21 @@ async fn instances(
             };
             let path = format!("/v1/instances/{}/corrective-action", segment(&uuid));
             client.put(&path, &body).await?
+        }
+        Some(InstanceAction::RecoveryMode { uuid, mode }) => {
+            let mode = if mode == "host" {
+                Value::Null
+            } else {
+                json!(mode)
+            };
+            let path = format!("/v1/instances/{}/recovery-mode", segment(&uuid));
+            client.put(&path, &json!({ "mode": mode })).await?
+        }
+        Some(InstanceAction::Recoveries { uuid }) => {
+            let path = format!("/v1/instances/{}/recoveries", segment(&uuid));
+            let log = client.get(&path).await?;
+            out.show(&log["recoveries"], &RECOVERY_COLUMNS);
+            return Ok(());
         }
         Some(other) => {
             let Some((uuid, event, no_wait)) = lifecycle(&other) else {
