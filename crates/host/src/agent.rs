@@ -132,6 +132,7 @@ impl HostAgent {
             config.api_listen,
             view.clone(),
             settings.operations.clone(),
+            config.journal.clone(),
         )
         .await?;
         let hypervisor = settings.hypervisor.name();

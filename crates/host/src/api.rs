@@ -13,6 +13,8 @@
 //! - `GET /v1/operations/{id}`: an [`OperationRecord`];
 //! - `POST /v1/instances/{uuid}/recover`: a recovery the controller decided (see
 //!   `recover_api.rs`);
+//! - `GET /v1/journal?after=N[&limit=M]`: journal events after `seq` N, as the controller's
+//!   ingestion takes them (see `journal_api.rs`);
 //! - `GET /v1/reporting` and `PUT /v1/reporting` with `{"enabled": bool}`: the host-wide
 //!   reporting switch, answered as `{"enabled": bool}`;
 //! - `PUT /v1/instances/{uuid}/reporting` with `{"enabled": bool}`: one instance's switch,
@@ -68,10 +70,20 @@ pub(crate) struct ApiServer {
 pub(crate) struct ApiState {
     view: AgentView,
     pub(crate) operations: Operations,
+    /// The journal file, when the API serves `GET /v1/journal`.
+    pub(crate) journal: Option<PathBuf>,
 }
 
-/// The API's routes over `view` and `operations`.
+/// The API's routes over `view` and `operations` (without `GET /v1/journal`).
 pub fn router(view: AgentView, operations: Operations) -> Router {
+    routes(ApiState {
+        view,
+        operations,
+        journal: None,
+    })
+}
+
+fn routes(state: ApiState) -> Router {
     Router::new()
         .route("/v1/instances", get(list))
         .route("/v1/instances/{uuid}", get(one))
@@ -86,9 +98,10 @@ pub fn router(view: AgentView, operations: Operations) -> Router {
             "/v1/instances/{uuid}/reporting",
             put(set_instance_reporting),
         )
+        .route("/v1/journal", get(crate::journal_api::journal))
         .fallback(unknown_path)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(ApiState { view, operations })
+        .with_state(state)
 }
 
 async fn list(State(state): State<ApiState>) -> Json<Vec<InstanceStatus>> {
@@ -246,6 +259,7 @@ impl ApiServer {
         listen: Option<std::net::SocketAddr>,
         view: AgentView,
         operations: Operations,
+        journal: PathBuf,
     ) -> Result<ApiServer, HostError> {
         let unix = bind_unix(socket)?;
         let tcp = match listen {
@@ -264,7 +278,11 @@ impl ApiServer {
             None => None,
         };
         let (stop, stopped) = watch::channel(false);
-        let app = router(view, operations);
+        let app = routes(ApiState {
+            view,
+            operations,
+            journal: Some(journal),
+        });
         let mut tasks = Vec::new();
         let signal = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|stop| *stop).await;

@@ -32,6 +32,7 @@ mod discovery;
 mod fsm;
 mod hypervisor;
 pub mod journal;
+mod journal_api;
 pub mod lifecycle;
 mod limits;
 pub mod operations;

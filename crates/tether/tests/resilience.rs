@@ -2,7 +2,8 @@
 //! simulated VMs running the real guest daemon, with a TCP relay on the agent's way to the
 //! controller that the test cuts and restores (a network blip). Nothing is lost or stored
 //! twice, a healthy guest is never recovered, a guest that hangs during the blip is
-//! recovered exactly once; and the state audit repairs switches changed behind the
+//! recovered exactly once, and the state audit fetches the events the link could not
+//! deliver from the agent's journal; and the audit repairs switches changed behind the
 //! controller's back on a real agent.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions unwrap too
@@ -180,7 +181,8 @@ fn journaled(rig: &Rig) -> Vec<(u64, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_blip_loses_nothing_and_recovers_a_hung_guest_once() {
     let mut rig = Rig::start(2, CorrectiveAction::Reboot, 1).await;
-    let controller = start_controller(&rig.dir.path().join("controller"), LONG).await;
+    let every = Duration::from_millis(500);
+    let controller = start_controller(&rig.dir.path().join("controller"), every).await;
     let mut relay = Relay::start(controller.addr).await;
     link(&mut rig, format!("http://{}", relay.addr)).await;
     wait_until("the controller holds the journal", LONG, || async {
@@ -196,7 +198,25 @@ async fn a_network_blip_loses_nothing_and_recovers_a_hung_guest_once() {
         hung.resets() == 1
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The link is cut one way only: the audit fetches what it missed from the journal.
+    let started: Vec<Value> = rig
+        .journal()
+        .into_iter()
+        .filter(|e| e["event"] == "recovery_started" && e["instance"] == hung.uuid())
+        .collect();
+    assert!(
+        started[0].get("by").is_none(),
+        "the agent acted alone: {started:?}"
+    );
+    wait_until(
+        "the audit fetches the loss from the agent's journal",
+        LONG,
+        || async {
+            let stored = stored(controller.addr).await;
+            stored.iter().any(|(_, e)| e == "heartbeat_lost")
+        },
+    )
+    .await;
     relay.restore().await;
 
     wait_until(

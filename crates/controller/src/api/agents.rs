@@ -111,7 +111,11 @@ pub(super) async fn post_events(
 impl ApiState {
     /// Stores a host's events and publishes the new ones, in one critical section so that
     /// streams see events in id order.
-    async fn ingest(&self, host: String, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
+    pub(crate) async fn ingest(
+        &self,
+        host: String,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
         let this = self.clone();
         let now = SystemTime::now();
         let task = tokio::task::spawn_blocking(move || {

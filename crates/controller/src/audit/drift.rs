@@ -20,6 +20,8 @@ pub enum RepairKind {
     VanishedInstance,
     /// A reporting switch on the host differed from the stored one; the stored one was pushed.
     StaleReportingFlag,
+    /// The host's journal held events the store lacked; they were fetched and stored.
+    MissedEvents,
 }
 
 impl RepairKind {
@@ -30,6 +32,7 @@ impl RepairKind {
             RepairKind::StaleState => "stale_state",
             RepairKind::VanishedInstance => "vanished_instance",
             RepairKind::StaleReportingFlag => "stale_reporting_flag",
+            RepairKind::MissedEvents => "missed_events",
         }
     }
 }

@@ -33,6 +33,8 @@ use drift::{flag_drift, instance_drift, Repair, RepairKind};
 
 /// How often the audit runs unless [`crate::Controller::with_audit_interval`] says otherwise.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Most events fetched from a host's journal per round.
+const JOURNAL_BATCH: usize = 500;
 
 /// What the last audit round found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
@@ -135,10 +137,12 @@ pub enum AuditError {
 
 /// Audits one host: reads its view, repairs the store's instances, pushes stale switches.
 async fn audit_host(state: &ApiState, host: &HostRecord) -> Result<Vec<Repair>, AuditError> {
+    let missed = missed_events(state, host).await?;
     let (instances, flags, host_enabled) = read_host(state, host).await?;
     let uuids = instances.instances.iter().map(|i| i.uuid.clone()).collect();
     let stored = stored_view(state, &host.name, uuids).await?;
     let mut repairs = instance_drift(&host.name, &stored, &instances.instances);
+    repairs.splice(0..0, missed);
     let stored = if repairs.is_empty() {
         stored
     } else {
@@ -181,6 +185,45 @@ async fn audit_host(state: &ApiState, host: &HostRecord) -> Result<Vec<Repair>, 
             repair = repair.kind.as_str(), detail = %repair.detail, "Audit repaired drift");
     }
     Ok(repairs)
+}
+
+/// Fetches from the host's journal (`GET /v1/journal`) the events the store lacks, at most
+/// one batch a round, and stores them as if the host had sent them: its own link may be cut
+/// in one direction only. A host without the route (404) is skipped.
+async fn missed_events(state: &ApiState, host: &HostRecord) -> Result<Option<Repair>, AuditError> {
+    let path = format!("/v1/journal?after={}&limit={JOURNAL_BATCH}", host.acked_seq);
+    let answer = match state.hostlink().call(host, Method::GET, &path, None).await {
+        Ok(answer) if answer.status == hyper::StatusCode::NOT_FOUND => return Ok(None),
+        Err(HostLinkError::BadAnswer { status, .. }) if status == hyper::StatusCode::NOT_FOUND => {
+            return Ok(None)
+        }
+        other => other?,
+    };
+    let answer = crate::hostlink::success(host, answer)?;
+    let bad = |message: String| AuditError::BadView {
+        host: host.name.clone(),
+        path: "/v1/journal",
+        message,
+    };
+    let bytes = serde_json::to_vec(&answer.body).map_err(|e| bad(e.to_string()))?;
+    let events = crate::ingest::parse_events(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Ok(None);
+    };
+    let (first, last) = (first.seq, last.seq);
+    let appended = state.ingest(host.name.clone(), events).await?;
+    if appended.stored.is_empty() {
+        return Ok(None); // the host's link delivered them meanwhile
+    }
+    Ok(Some(Repair {
+        kind: RepairKind::MissedEvents,
+        host: host.name.clone(),
+        instance: None,
+        detail: format!(
+            "{} events (seq {first} to {last}) were fetched from the host's journal",
+            appended.stored.len()
+        ),
+    }))
 }
 
 /// The host's instances (as a registration of its current list), their switches and the
