@@ -328,6 +328,7 @@ fn only_vote_asks_the_vote_and_ends_there_when_accepted() {
     );
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("vote", "accept")]);
+    assert_eq!(rig.run.answer(), Some(VoteResult::Accept));
 }
 
 #[test]
@@ -342,11 +343,27 @@ fn only_vote_reports_a_reject_and_a_silent_voter_as_accept() {
     assert_eq!(out, [Effect::Finished]);
     assert_eq!(rig.run.state(), OpState::Rejected);
     assert_eq!(rig.run.reason(), Some("busy"));
+    assert_eq!(rig.run.answer(), Some(VoteResult::Reject));
 
     let (mut rig, _) = Rig::scoped(EventType::LiveMigrateBegin, Scope::Vote, guest(true));
     assert_eq!(rig.expire(), [Effect::Finished]);
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("vote", "timeout")]);
+    assert_eq!(rig.run.answer(), None, "silence is not an answer");
+}
+
+#[test]
+fn a_guest_that_answers_timeout_is_told_apart_from_a_silent_one() {
+    let (mut rig, _) = Rig::scoped(EventType::Stop, Scope::Vote, guest(true));
+    let out = rig.feed(answer(
+        EventType::Stop,
+        Revocable,
+        VoteResult::Timeout,
+        "slow",
+    ));
+    assert_eq!(out, [Effect::Finished]);
+    assert_eq!(rig.outcomes(), [("vote", "timeout")]);
+    assert_eq!(rig.run.answer(), Some(VoteResult::Timeout));
 }
 
 #[test]
@@ -355,6 +372,7 @@ fn only_vote_on_a_guest_that_does_not_heartbeat_is_skipped() {
     assert_eq!(out, [Effect::Finished]);
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("vote", "skipped")]);
+    assert_eq!(rig.run.answer(), None);
 }
 
 #[test]
@@ -378,6 +396,7 @@ fn only_notify_holds_a_disruptive_event_and_ends_after_the_answer() {
     assert_eq!(out, [Effect::Finished], "the VIM acts, not the host");
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("notify", "complete")]);
+    assert_eq!(rig.run.answer(), Some(VoteResult::Complete));
 
     let (_, out) = Rig::scoped(EventType::Suspend, Scope::Notify, guest(true));
     assert_eq!(
