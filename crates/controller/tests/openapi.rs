@@ -82,7 +82,7 @@ fn every_route_is_documented_and_every_documented_route_is_served() {
         unserved.is_empty(),
         "documented but not served: {unserved:?}"
     );
-    assert_eq!(served.len(), 20, "the API has 20 routes");
+    assert_eq!(served.len(), 21, "the API has 21 routes");
 }
 
 #[test]

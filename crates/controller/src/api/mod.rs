@@ -13,6 +13,7 @@
 //! | `POST\|GET /v1/webhooks`, `GET\|DELETE /v1/webhooks/{id}` | [`webhooks`] |
 //! | `POST /v1/instances/{uuid}/operations`, `GET /v1/operations/{id}` | [`operations`] |
 //! | `GET /v1/audit` | [`audit`] |
+//! | `GET /v1/vim` | [`vim`] |
 //!
 //! [`routes`] lists every route once; [`router`] serves that list and [`openapi`] documents
 //! it (a test checks that the two agree).
@@ -24,6 +25,7 @@ mod events;
 mod inventory;
 mod openapi;
 mod operations;
+mod vim;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -48,6 +50,7 @@ pub use events::EventPage;
 pub use inventory::{CorrectiveActionBody, HostSwitched, InstanceSwitched};
 pub use openapi::openapi;
 pub use operations::{Operation, OperationRequest, OperationStarted, OperationStep};
+pub use vim::VimReport;
 
 use crate::audit::AuditReport;
 use crate::hostlink::HostLink;
@@ -82,6 +85,8 @@ struct Inner {
     hostlink: HostLink,
     /// The last audit round's result.
     audit: Mutex<AuditReport>,
+    /// The VIM event transmitter's URL and latest error.
+    vim: Mutex<crate::vim::VimState>,
 }
 
 impl ApiState {
@@ -99,6 +104,7 @@ impl ApiState {
                 outbox: Arc::new(Notify::new()),
                 hostlink: HostLink::new(),
                 audit: Mutex::new(AuditReport::default()),
+                vim: vim::initial(),
             }),
         }
     }
@@ -193,6 +199,7 @@ fn table() -> Vec<Route> {
         Route::new(Get, "/v1/webhooks/{id}", webhooks::get),
         Route::new(Delete, "/v1/webhooks/{id}", webhooks::delete),
         Route::new(Get, "/v1/audit", audit::last),
+        Route::new(Get, "/v1/vim", vim::status),
     ]
 }
 

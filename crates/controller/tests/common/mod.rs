@@ -101,12 +101,27 @@ pub async fn start_controller(
     oneshot::Sender<()>,
     JoinHandle<Result<(), ControllerError>>,
 ) {
-    let config = ControllerConfig {
+    start_configured(dir, |_| {}, configure).await
+}
+
+/// [`start_controller`] with the configuration changed by `tweak` first.
+pub async fn start_configured(
+    dir: &Path,
+    tweak: impl FnOnce(&mut ControllerConfig),
+    configure: impl FnOnce(Controller) -> Controller,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), ControllerError>>,
+) {
+    let mut config = ControllerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
         token: TOKEN.into(),
         starlingx_listen: None,
+        vim_url: None,
     };
+    tweak(&mut config);
     let mut controller = configure(Controller::open(config).unwrap());
     let addr = controller.bind().await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
