@@ -7,20 +7,16 @@
 mod common;
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use common::{event, registration, request, start_configured, TOKEN};
+use common::{event, Harness, TOKEN};
 use serde_json::{json, Value};
 use tether_controller::{Controller, ControllerConfig, ControllerError};
-use tether_testkit::{wait_for, wait_until, TempDir};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tether_testkit::{wait_for, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 const UUID: &str = "5c1a3f0e-9b7d-4e2a-8f6c-0123456789ab";
@@ -39,6 +35,10 @@ struct Seen {
 impl Seen {
     fn header(&self, name: &str) -> &str {
         self.headers.get(name).unwrap().to_str().unwrap()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
     }
 }
 
@@ -84,13 +84,19 @@ impl VimDouble {
         self.script.lock().unwrap().seen.clone()
     }
 
-    /// The bodies it answered 2xx, in order.
-    fn accepted(&self) -> Vec<String> {
+    /// The bodies it answered 2xx, in order, parsed.
+    fn accepted(&self) -> Vec<Value> {
         let seen = self.seen().into_iter().filter(|s| s.answered < 300);
-        seen.map(|s| s.body).collect()
+        seen.map(|s| s.json()).collect()
     }
 
-    async fn wait_accepted(&self, n: usize) -> Vec<String> {
+    /// Every body with the status it was answered.
+    fn answered(&self) -> Vec<(Value, u16)> {
+        let seen = self.seen().into_iter();
+        seen.map(|s| (s.json(), s.answered)).collect()
+    }
+
+    async fn wait_accepted(&self, n: usize) -> Vec<Value> {
         wait_for(&format!("{n} PATCHes accepted"), WAIT, || {
             self.accepted().len() >= n
         })
@@ -118,111 +124,72 @@ async fn record(
     StatusCode::from_u16(status).unwrap()
 }
 
-/// A controller sending to a VIM, with fast retries, restartable on its data directory.
-struct Ctl {
-    dir: TempDir,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), ControllerError>>>,
+/// A controller on a temp directory sending to `vim_url`, with fast retries.
+async fn controller(vim_url: Option<&str>) -> Harness {
+    Harness::start_with(vim_at(vim_url), fast).await
 }
 
-impl Ctl {
-    async fn start(vim_url: Option<&str>) -> Ctl {
-        let dir = tether_testkit::temp_dir();
-        let (addr, stop, task) = start_on(dir.path(), vim_url).await;
-        Ctl {
-            dir,
-            addr,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Stops the controller (if running) and waits for `run` to return.
-    async fn stop(&mut self) {
-        if let (Some(stop), Some(task)) = (self.stop.take(), self.task.take()) {
-            let _ = stop.send(());
-            task.await.unwrap().unwrap();
-        }
-    }
-
-    async fn restart(&mut self, vim_url: Option<&str>) {
-        self.stop().await;
-        let (addr, stop, task) = start_on(self.dir.path(), vim_url).await;
-        (self.addr, self.stop, self.task) = (addr, Some(stop), Some(task));
-    }
-
-    async fn call(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let auth = format!("Bearer {TOKEN}");
-        request(self.addr, method, path, Some(&auth), body).await
-    }
-
-    async fn register(&self) {
-        let body = registration("compute-0", &[(UUID, "heartbeating")]).to_string();
-        let (code, answer) = self.call("POST", "/v1/agents/register", &body).await;
-        assert_eq!(code, 200, "{answer}");
-    }
-
-    /// Posts events `(seq, name, details)` of the instance.
-    async fn post(&self, events: &[(u64, &str, Value)]) {
-        let events: Vec<Value> = events
-            .iter()
-            .map(|(seq, name, details)| event(*seq, UUID, name, details.clone()))
-            .collect();
-        let body = json!({ "events": events }).to_string();
-        let (code, answer) = self
-            .call("POST", "/v1/agents/compute-0/events", &body)
-            .await;
-        assert_eq!(code, 200, "{answer}");
-    }
-
-    async fn vim_status(&self) -> Value {
-        let (code, answer) = self.call("GET", "/v1/vim", "").await;
-        assert_eq!(code, 200, "{answer}");
-        answer
-    }
-
-    /// Waits until the transmitter is done with every stored event; returns its status.
-    async fn caught_up(&self) -> Value {
-        wait_until("the VIM transmitter caught up", WAIT, || async {
-            self.vim_status().await["behind"] == 0
-        })
-        .await;
-        self.vim_status().await
-    }
+fn vim_at(url: Option<&str>) -> impl FnOnce(&mut ControllerConfig) {
+    let url = url.map(str::to_owned);
+    move |config| config.vim_url = url
 }
 
-async fn start_on(
-    dir: &Path,
-    vim_url: Option<&str>,
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    JoinHandle<Result<(), ControllerError>>,
-) {
-    let url = vim_url.map(str::to_owned);
-    let tweak = move |config: &mut ControllerConfig| config.vim_url = url;
-    let fast =
-        |c: Controller| c.with_vim_backoff(Duration::from_millis(20), Duration::from_millis(200));
-    start_configured(dir, tweak, fast).await
+fn fast(controller: Controller) -> Controller {
+    controller.with_vim_backoff(Duration::from_millis(20), Duration::from_millis(200))
 }
 
-fn service(state: &str, status: &str, restart: &str) -> String {
-    format!(
-        r#"{{"uuid":"{UUID}","hostname":"compute-0","event-type":"service","event-data":{{"services":[{{"service":"heartbeat","state":"{state}","status":"{status}","restart-timeout":"{restart}"}}]}}}}"#
-    )
+/// A VIM double answering `answers` first, and a controller sending to it with host
+/// `compute-0` and the instance registered.
+async fn set_up(answers: &[u16]) -> (VimDouble, Harness) {
+    let vim = VimDouble::start().await;
+    vim.answer_next(answers);
+    let h = controller(Some(&vim.url)).await;
+    register(&h).await;
+    (vim, h)
 }
 
-fn alarm(state: &str, repair: &str) -> String {
-    format!(
-        r#"{{"uuid":"{UUID}","hostname":"compute-0","event-type":"alarm","event-data":{{"services":[{{"service":"heartbeat","state":"{state}","repair-action":"{repair}"}}]}}}}"#
-    )
+async fn register(h: &Harness) {
+    assert_eq!(h.register("compute-0", &[(UUID, "heartbeating")]).await, 0);
 }
 
-fn action(event: &str, response: &str, reason: &str) -> String {
-    format!(
-        r#"{{"uuid":"{UUID}","event-type":"action","event-data":{{"action":"{event}","guest-response":"{response}","reason":"{reason}"}}}}"#
-    )
+/// Posts events `(seq, name, details)` of the instance.
+async fn post(h: &Harness, events: &[(u64, &str, Value)]) {
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(seq, name, details)| event(*seq, UUID, name, details.clone()))
+        .collect();
+    let (code, answer) = h.post_events("compute-0", &events).await;
+    assert_eq!(code, 200, "{answer}");
+}
+
+/// Waits until the transmitter is done with every stored event; returns `GET /v1/vim`.
+async fn caught_up(h: &Harness) -> Value {
+    wait_until("the VIM transmitter caught up", WAIT, || async {
+        h.get("/v1/vim").await["behind"] == 0
+    })
+    .await;
+    h.get("/v1/vim").await
+}
+
+/// A service event's body.
+fn service(state: &str, status: &str, restart: &str) -> Value {
+    let service = json!({"service": "heartbeat", "state": state, "status": status,
+                         "restart-timeout": restart});
+    json!({"uuid": UUID, "hostname": "compute-0", "event-type": "service",
+           "event-data": {"services": [service]}})
+}
+
+/// An alarm event's body.
+fn alarm(state: &str, repair: &str) -> Value {
+    let service = json!({"service": "heartbeat", "state": state, "repair-action": repair});
+    json!({"uuid": UUID, "hostname": "compute-0", "event-type": "alarm",
+           "event-data": {"services": [service]}})
+}
+
+/// An action event's body.
+fn action(event: &str, response: &str, reason: &str) -> Value {
+    let data = json!({"action": event, "guest-response": response, "reason": reason});
+    json!({"uuid": UUID, "event-type": "action", "event-data": data})
 }
 
 fn started(restart: Option<u32>) -> Value {
@@ -235,32 +202,30 @@ fn started(restart: Option<u32>) -> Value {
 
 #[tokio::test]
 async fn every_mapped_event_reaches_the_vim_with_the_exact_body_and_headers() {
-    let vim = VimDouble::start().await;
-    let mut ctl = Ctl::start(Some(&vim.url)).await;
-    ctl.register().await;
+    let (vim, mut h) = set_up(&[]).await;
     let vote = json!({"operation": "1", "action": "stop", "outcome": "rejected",
                       "reason": "busy", "only": "vote", "vote_result": "reject"});
     let notice = json!({"operation": "2", "action": "pause", "outcome": "done",
                         "only": "notify", "vote_result": "complete"});
-    ctl.post(&[
-        (1, "heartbeat_started", started(Some(300))),
-        (2, "heartbeat_missed", json!({"misses": 1})),
-        (
-            3,
-            "guest_unhealthy",
-            json!({"action": "stop", "reason": "disk"}),
-        ),
-        (
-            4,
-            "heartbeat_lost",
-            json!({"action": "reboot", "misses": 2}),
-        ),
-        (5, "recovery_started", json!({"action": "reboot"})),
-        (6, "heartbeat_started", started(None)),
-        (7, "operation_finished", vote),
-        (8, "operation_finished", notice),
-        (9, "guest_exited", json!({"reason": "Exiting..."})),
-    ])
+    let unhealthy = json!({"action": "stop", "reason": "disk"});
+    post(
+        &h,
+        &[
+            (1, "heartbeat_started", started(Some(300))),
+            (2, "heartbeat_missed", json!({"misses": 1})),
+            (3, "guest_unhealthy", unhealthy),
+            (
+                4,
+                "heartbeat_lost",
+                json!({"action": "reboot", "misses": 2}),
+            ),
+            (5, "recovery_started", json!({"action": "reboot"})),
+            (6, "heartbeat_started", started(None)),
+            (7, "operation_finished", vote),
+            (8, "operation_finished", notice),
+            (9, "guest_exited", json!({"reason": "Exiting..."})),
+        ],
+    )
     .await;
     let expected = [
         service("enabled", "enabled", "300"),
@@ -273,34 +238,41 @@ async fn every_mapped_event_reaches_the_vim_with_the_exact_body_and_headers() {
         service("enabled", "disabled", "0"),
     ];
     assert_eq!(vim.wait_accepted(expected.len()).await, expected);
+    let first = &vim.seen()[0];
+    assert_eq!(
+        first.body,
+        format!(
+            "{{\"uuid\":\"{UUID}\",\"hostname\":\"compute-0\",\"event-type\":\"service\",\
+             \"event-data\":{{\"services\":[{{\"service\":\"heartbeat\",\"state\":\"enabled\",\
+             \"status\":\"enabled\",\"restart-timeout\":\"300\"}}]}}}}"
+        ),
+        "the keys in the original's order, nothing else"
+    );
     for seen in vim.seen() {
         assert_eq!((&seen.method, seen.path.as_str()), (&Method::PATCH, PATH));
         assert_eq!(seen.header("user-agent"), "guest-agent/1.0");
         assert_eq!(seen.header("content-type"), "application/json");
         assert_eq!(seen.header("connection"), "close");
-        assert_eq!(
-            seen.header("content-length"),
-            seen.body.len().to_string().as_str()
-        );
+        let length = seen.body.len().to_string();
+        assert_eq!(seen.header("content-length"), length);
     }
-    let status = ctl.caught_up().await;
+    let status = caught_up(&h).await;
     assert_eq!(status["url"], vim.url.as_str());
-    assert_eq!(status["behind"], 0, "{status}");
     assert_eq!(status["last_event_id"], 9, "{status}");
     assert!(status["last_error"].is_null(), "{status}");
-    ctl.stop().await;
+    h.stop().await;
 }
 
 #[tokio::test]
 async fn a_failing_vim_gets_the_same_patch_again_and_nothing_is_skipped() {
-    let vim = VimDouble::start().await;
-    vim.answer_next(&[500, 500]);
-    let mut ctl = Ctl::start(Some(&vim.url)).await;
-    ctl.register().await;
-    ctl.post(&[
-        (1, "heartbeat_started", started(Some(60))),
-        (2, "heartbeat_lost", json!({"action": "stop"})),
-    ])
+    let (vim, mut h) = set_up(&[500, 500]).await;
+    post(
+        &h,
+        &[
+            (1, "heartbeat_started", started(Some(60))),
+            (2, "heartbeat_lost", json!({"action": "stop"})),
+        ],
+    )
     .await;
     let expected = [
         service("enabled", "enabled", "60"),
@@ -308,126 +280,115 @@ async fn a_failing_vim_gets_the_same_patch_again_and_nothing_is_skipped() {
         alarm("failed", "stop"),
     ];
     assert_eq!(vim.wait_accepted(3).await, expected);
-    let seen: Vec<(String, u16)> = vim
-        .seen()
-        .into_iter()
-        .map(|s| (s.body, s.answered))
-        .collect();
     let first = expected[0].clone();
     assert_eq!(
-        seen[..3],
+        vim.answered()[..3],
         [(first.clone(), 500), (first.clone(), 500), (first, 200)]
     );
-    assert_eq!(seen.len(), 5, "each PATCH accepted once: {seen:?}");
-    let status = ctl.vim_status().await;
-    assert_eq!(
-        status["last_error"], "The VIM answered 500 Internal Server Error",
-        "{status}"
-    );
+    assert_eq!(vim.seen().len(), 5, "each PATCH accepted once");
+    let status = h.get("/v1/vim").await;
+    let error = "The VIM answered 500 Internal Server Error";
+    assert_eq!(status["last_error"], error, "{status}");
     assert!(status["last_error_at"].as_str().unwrap().ends_with('Z'));
-    ctl.stop().await;
+    h.stop().await;
 }
 
 #[tokio::test]
 async fn a_refused_patch_is_skipped_and_the_next_event_still_goes() {
-    let vim = VimDouble::start().await;
-    vim.answer_next(&[400]);
-    let mut ctl = Ctl::start(Some(&vim.url)).await;
-    ctl.register().await;
-    ctl.post(&[
-        (1, "heartbeat_started", started(Some(60))),
-        (2, "guest_unhealthy", json!({"action": "log"})),
-    ])
+    let (vim, mut h) = set_up(&[400]).await;
+    post(
+        &h,
+        &[
+            (1, "heartbeat_started", started(Some(60))),
+            (2, "guest_unhealthy", json!({"action": "log"})),
+        ],
+    )
     .await;
     assert_eq!(vim.wait_accepted(1).await, [alarm("unhealthy", "log")]);
-    let seen: Vec<(String, u16)> = vim
-        .seen()
-        .into_iter()
-        .map(|s| (s.body, s.answered))
-        .collect();
+    let refused = (service("enabled", "enabled", "60"), 400);
+    let sent = (alarm("unhealthy", "log"), 200);
     assert_eq!(
-        seen,
-        [
-            (service("enabled", "enabled", "60"), 400),
-            (alarm("unhealthy", "log"), 200)
-        ],
+        vim.answered(),
+        [refused, sent],
         "the refused one is not sent again"
     );
-    let status = ctl.vim_status().await;
+    let status = h.get("/v1/vim").await;
     let error = status["last_error"].as_str().unwrap();
     assert!(error.contains("400 Bad Request"), "{status}");
-    ctl.stop().await;
+    h.stop().await;
 }
 
 #[tokio::test]
 async fn a_restarted_controller_resumes_after_its_cursor_and_loses_nothing() {
-    let vim = VimDouble::start().await;
-    let mut ctl = Ctl::start(Some(&vim.url)).await;
-    ctl.register().await;
-    ctl.post(&[(1, "heartbeat_started", started(Some(60)))])
-        .await;
+    let (vim, mut h) = set_up(&[]).await;
+    post(&h, &[(1, "heartbeat_started", started(Some(60)))]).await;
     vim.wait_accepted(1).await;
 
     vim.answer_otherwise(Some(503));
-    ctl.post(&[
-        (2, "guest_unhealthy", json!({"action": "reboot"})),
-        (3, "guest_exited", json!({})),
-    ])
+    post(
+        &h,
+        &[
+            (2, "guest_unhealthy", json!({"action": "reboot"})),
+            (3, "guest_exited", json!({})),
+        ],
+    )
     .await;
     wait_for("the VIM failing the second event", WAIT, || {
         vim.seen().iter().any(|s| s.answered == 503)
     })
     .await;
-    let status = ctl.vim_status().await;
+    let status = h.get("/v1/vim").await;
     assert_eq!(
-        (status["last_event_id"].clone(), status["behind"].clone()),
-        (1.into(), 2.into())
+        (&status["last_event_id"], &status["behind"]),
+        (&1.into(), &2.into())
     );
 
-    ctl.stop().await;
+    h.stop().await;
     vim.answer_otherwise(None);
-    ctl.restart(Some(&vim.url)).await;
+    h.restart_with(vim_at(Some(&vim.url)), fast).await;
     let expected = [
         service("enabled", "enabled", "60"),
         alarm("unhealthy", "reboot"),
         service("enabled", "disabled", "0"),
     ];
     assert_eq!(vim.wait_accepted(3).await, expected, "in order, each once");
-    let status = ctl.caught_up().await;
-    assert_eq!(status["last_event_id"], 3, "{status}");
-    ctl.stop().await;
+    assert_eq!(caught_up(&h).await["last_event_id"], 3);
+    h.stop().await;
 }
 
 #[tokio::test]
 async fn a_vim_added_later_is_not_sent_the_history() {
     let vim = VimDouble::start().await;
-    let mut ctl = Ctl::start(None).await;
-    assert_eq!(ctl.vim_status().await, json!({"url": null}));
-    ctl.register().await;
-    ctl.post(&[
-        (1, "heartbeat_started", started(Some(60))),
-        (2, "guest_unhealthy", json!({"action": "stop"})),
-    ])
+    let mut h = controller(None).await;
+    assert_eq!(h.get("/v1/vim").await, json!({"url": null}));
+    register(&h).await;
+    post(
+        &h,
+        &[
+            (1, "heartbeat_started", started(Some(60))),
+            (2, "guest_unhealthy", json!({"action": "stop"})),
+        ],
+    )
     .await;
-    ctl.restart(Some(&format!("{}/", vim.url))).await;
-    let status = ctl.vim_status().await;
+    h.restart_with(vim_at(Some(&format!("{}/", vim.url))), fast)
+        .await;
     assert_eq!(
-        status,
+        h.get("/v1/vim").await,
         json!({"url": vim.url, "last_event_id": 2, "behind": 0, "last_error": null,
                "last_error_at": null})
     );
-    ctl.post(&[(3, "guest_exited", json!({}))]).await;
+    post(&h, &[(3, "guest_exited", json!({}))]).await;
     assert_eq!(
         vim.wait_accepted(1).await,
         [service("enabled", "disabled", "0")],
-        "the stop is told, using the history to know the guest heartbeated"
+        "the stop is told, the history telling that the guest heartbeated"
     );
     assert_eq!(
         vim.seen().len(),
         1,
         "nothing from before the VIM was configured"
     );
-    ctl.stop().await;
+    h.stop().await;
 }
 
 #[tokio::test]

@@ -332,7 +332,7 @@ fn only_vote_asks_the_vote_and_ends_there_when_accepted() {
 }
 
 #[test]
-fn only_vote_reports_a_reject_and_a_silent_voter_as_accept() {
+fn only_vote_reports_a_reject_and_a_silent_voter_as_accept_and_keeps_the_answer() {
     let (mut rig, _) = Rig::scoped(EventType::Reboot, Scope::Vote, guest(true));
     let out = rig.feed(answer(
         EventType::Reboot,
@@ -350,18 +350,11 @@ fn only_vote_reports_a_reject_and_a_silent_voter_as_accept() {
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("vote", "timeout")]);
     assert_eq!(rig.run.answer(), None, "silence is not an answer");
-}
 
-#[test]
-fn a_guest_that_answers_timeout_is_told_apart_from_a_silent_one() {
+    // A guest that answers `timeout` itself is told apart from a silent one.
     let (mut rig, _) = Rig::scoped(EventType::Stop, Scope::Vote, guest(true));
-    let out = rig.feed(answer(
-        EventType::Stop,
-        Revocable,
-        VoteResult::Timeout,
-        "slow",
-    ));
-    assert_eq!(out, [Effect::Finished]);
+    let slow = answer(EventType::Stop, Revocable, VoteResult::Timeout, "slow");
+    assert_eq!(rig.feed(slow), [Effect::Finished]);
     assert_eq!(rig.outcomes(), [("vote", "timeout")]);
     assert_eq!(rig.run.answer(), Some(VoteResult::Timeout));
 }

@@ -382,16 +382,15 @@ fn any_details() -> impl Strategy<Value = Map<String, Value>> {
 }
 
 fn any_name() -> impl Strategy<Value = String> {
-    let known = proptest::sample::select(vec![
-        "heartbeat_started",
-        "heartbeat_lost",
-        "guest_unhealthy",
-        "guest_exited",
-        "heartbeat_held",
-        "channel_disconnected",
-        "operation_finished",
-    ]);
-    prop_oneof![known.prop_map(str::to_owned), ".{0,20}"]
+    let known: Vec<&str> = STATE_EVENTS
+        .iter()
+        .copied()
+        .chain(["operation_finished"])
+        .collect();
+    prop_oneof![
+        proptest::sample::select(known).prop_map(str::to_owned),
+        ".{0,20}"
+    ]
 }
 
 proptest! {
