@@ -249,35 +249,27 @@ impl VimPatch {
                 state,
                 status,
                 restart_timeout,
-            } => serde_json::to_vec(&HostBody {
-                uuid,
-                hostname,
-                event_type: "service",
-                event_data: Services {
-                    services: [ServiceData {
-                        service: "heartbeat",
-                        state,
-                        status,
-                        restart_timeout,
-                    }],
-                },
-            }),
+            } => {
+                let data = ServiceData {
+                    service: "heartbeat",
+                    state,
+                    status,
+                    restart_timeout,
+                };
+                serde_json::to_vec(&HostBody::new(uuid, hostname, "service", data))
+            }
             VimEvent::Alarm {
                 hostname,
                 state,
                 repair_action,
-            } => serde_json::to_vec(&HostBody {
-                uuid,
-                hostname,
-                event_type: "alarm",
-                event_data: Services {
-                    services: [AlarmData {
-                        service: "heartbeat",
-                        state,
-                        repair_action,
-                    }],
-                },
-            }),
+            } => {
+                let data = AlarmData {
+                    service: "heartbeat",
+                    state,
+                    repair_action,
+                };
+                serde_json::to_vec(&HostBody::new(uuid, hostname, "alarm", data))
+            }
             VimEvent::Action {
                 action,
                 guest_response,
@@ -306,6 +298,19 @@ struct HostBody<'a, S> {
     event_type: &'static str,
     #[serde(rename = "event-data")]
     event_data: Services<S>,
+}
+
+impl<'a, S> HostBody<'a, S> {
+    fn new(uuid: &'a str, hostname: &'a str, event_type: &'static str, service: S) -> Self {
+        HostBody {
+            uuid,
+            hostname,
+            event_type,
+            event_data: Services {
+                services: [service],
+            },
+        }
+    }
 }
 
 #[derive(Serialize)]
