@@ -12,7 +12,7 @@
 //! (the bearer token), [`clock`] (timestamps), [`hostlink`] (commands to host agents),
 //! [`starlingx`] (the StarlingX guestAgent-compatible listener), [`audit`] (the periodic
 //! comparison of the store with each host), [`recovery`] (the decisions about failures host
-//! agents leave to the controller).
+//! agents leave to the controller), [`vim`] (the events sent to a StarlingX VIM).
 
 pub mod api;
 pub mod audit;
@@ -24,7 +24,10 @@ pub mod recovery;
 pub mod starlingx;
 pub mod store;
 pub mod token;
+pub mod vim;
 pub mod webhooks;
+
+mod throttle;
 
 use std::future::Future;
 use std::io;
@@ -54,6 +57,9 @@ pub struct ControllerConfig {
     /// Address of the StarlingX guestAgent-compatible listener, if one is wanted. It has no
     /// authentication: bind it to loopback or a management network only.
     pub starlingx_listen: Option<SocketAddr>,
+    /// Base URL (`http://host[:port]`) of the StarlingX VIM's plugin API to send events to
+    /// (StarlingX: `http://127.0.0.1:30002`), if any.
+    pub vim_url: Option<String>,
 }
 
 /// The controller cannot start or serve.
@@ -77,6 +83,9 @@ pub enum ControllerError {
     /// Serving the API failed.
     #[error("The HTTP API failed")]
     Serve(#[source] io::Error),
+    /// The VIM URL cannot be used.
+    #[error("Cannot send events to the VIM")]
+    VimUrl(#[source] vim::UrlError),
 }
 
 /// A controller with its store open, ready to serve.
@@ -88,6 +97,8 @@ pub struct Controller {
     webhook_backoff: webhooks::Backoff,
     audit_interval: Duration,
     recovery_policy: recovery::policy::RecoveryPolicy,
+    vim_url: Option<String>,
+    vim_backoff: webhooks::Backoff,
 }
 
 impl Controller {
@@ -96,9 +107,16 @@ impl Controller {
         if !token::is_well_formed(&config.token) {
             return Err(ControllerError::BadToken);
         }
+        let vim_url = config.vim_url.as_deref().map(vim::parse_url);
+        let vim_url = vim_url.transpose().map_err(ControllerError::VimUrl)?;
         let store = SqliteStore::open(&config.data_dir)?;
         tracing::info!(path = %store.path().display(), "Opened the controller database");
+        if vim_url.is_some() {
+            // Fixed now, before any event can arrive: a first start skips only the history.
+            store.start_vim_cursor()?;
+        }
         let state = ApiState::new(Arc::new(store), config.token.clone());
+        state.set_vim_url(vim_url.clone());
         Ok(Controller {
             config,
             state,
@@ -107,6 +125,8 @@ impl Controller {
             webhook_backoff: webhooks::Backoff::default(),
             audit_interval: audit::DEFAULT_INTERVAL,
             recovery_policy: recovery::policy::RecoveryPolicy::default(),
+            vim_url,
+            vim_backoff: webhooks::Backoff::default(),
         })
     }
 
@@ -169,10 +189,17 @@ impl Controller {
         self
     }
 
+    /// Sets the VIM transmitter's retry delays: `base` after the first failure, doubling up to
+    /// `max` (default 1 s to 5 min). For tests that cannot wait that long.
+    pub fn with_vim_backoff(mut self, base: Duration, max: Duration) -> Controller {
+        self.vim_backoff = webhooks::Backoff { base, max };
+        self
+    }
+
     /// Binds (if [`Controller::bind`] was not called) and serves until `shutdown` completes;
     /// then ends event streams and lets open requests finish for a few seconds. Webhook
-    /// deliveries and the state audit run meanwhile and stop when `run` returns (undelivered
-    /// ones stay queued).
+    /// deliveries, the state audit and the VIM transmitter run meanwhile and stop when `run`
+    /// returns (undelivered events stay queued).
     pub async fn run(
         mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -191,6 +218,8 @@ impl Controller {
         let _delivery = webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff);
         let _audit = audit::AuditTask::spawn(self.state.clone(), self.audit_interval);
         let _recovery = recovery::RecoveryTask::spawn(self.state.clone(), self.recovery_policy);
+        let _vim = (self.vim_url.take())
+            .map(|url| vim::Transmitter::spawn(self.state.clone(), url, self.vim_backoff));
         let state = self.state.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let signal = async move {

@@ -82,7 +82,7 @@ fn every_route_is_documented_and_every_documented_route_is_served() {
         unserved.is_empty(),
         "documented but not served: {unserved:?}"
     );
-    assert_eq!(served.len(), 23, "the API has 23 routes");
+    assert_eq!(served.len(), 24, "the API has 24 routes");
 }
 
 #[test]

@@ -40,6 +40,7 @@ impl Rig {
             data_dir: dir.path().join("data"),
             token: TOKEN.into(),
             starlingx_listen: Some("127.0.0.1:0".parse().unwrap()),
+            vim_url: None,
         };
         let mut controller = Controller::open(config).unwrap();
         let api = controller.bind().await.unwrap();

@@ -1,7 +1,8 @@
 //! The lifecycle operation API over the agent's UNIX socket: the pinned answers of
 //! `POST /v1/instances/{uuid}/actions` and `GET /v1/operations/{id}`. The guest double never
 //! answers a vote, so an operation stays `voting` long enough to be seen running. The whole
-//! vote → notify → act sequence against the real guest is in the `tether` crate's tests.
+//! vote → notify → act sequence against the real guest is in the `tether` crate's tests. The
+//! journal lines of single steps carry what the controller reports to a VIM.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions unwrap too
 
@@ -10,6 +11,8 @@ mod common;
 use std::time::Duration;
 
 use common::{http, Harness};
+use tether_host::journal::EventKind;
+use tether_proto::VoteResult;
 
 const SEC: Duration = Duration::from_secs(1);
 
@@ -124,5 +127,88 @@ async fn only_runs_one_step_and_an_unknown_only_is_refused() {
     assert!(
         h.hypervisor.calls().is_empty(),
         "nothing acts on a notification alone"
+    );
+}
+
+/// Starts `body` on the guest and waits for the operation to end; returns its id.
+async fn run_to_end(h: &Harness, uuid: &str, body: &str) -> String {
+    let socket = &h.config.api_socket;
+    let (code, started) = http(
+        socket,
+        "POST",
+        &format!("/v1/instances/{uuid}/actions"),
+        body,
+    )
+    .await;
+    assert_eq!(code, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/operations/{id}");
+    let deadline = tokio::time::Instant::now() + 10 * SEC;
+    loop {
+        let (_, op) = http(socket, "GET", &path, "").await;
+        if ["done", "rejected", "failed"].contains(&op["state"].as_str().unwrap_or("")) {
+            return id;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{op}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_single_step_journals_its_scope_and_the_guests_answer() {
+    let h = Harness::start(|_| {});
+    let guest = h.guest(4, 1000);
+    h.wait_state(&guest.uuid, "heartbeating", 5 * SEC).await;
+    let started = h.events(&guest.uuid, EventKind::HeartbeatStarted);
+    assert_eq!(
+        started[0]["restart_secs"], 121,
+        "the double's init says 121"
+    );
+
+    guest.set_vote(Some((VoteResult::Reject, "busy")));
+    let vote = run_to_end(&h, &guest.uuid, r#"{"action": "stop", "only": "vote"}"#).await;
+    guest.set_vote(Some((VoteResult::Complete, "")));
+    let notify = run_to_end(&h, &guest.uuid, r#"{"action": "stop", "only": "notify"}"#).await;
+    let full_id = {
+        guest.set_vote(Some((VoteResult::Reject, "no")));
+        run_to_end(&h, &guest.uuid, r#"{"action": "reboot"}"#).await
+    };
+    tether_testkit::wait_for("three operation_finished lines", 5 * SEC, || {
+        h.events(&guest.uuid, EventKind::OperationFinished).len() == 3
+    })
+    .await;
+    let finished = h.events(&guest.uuid, EventKind::OperationFinished);
+    let keys = |n: usize| {
+        let e = &finished[n];
+        (
+            e["operation"].clone(),
+            e["only"].clone(),
+            e["vote_result"].clone(),
+            e["outcome"].clone(),
+        )
+    };
+    assert_eq!(
+        keys(0),
+        (
+            vote.into(),
+            "vote".into(),
+            "reject".into(),
+            "rejected".into()
+        )
+    );
+    assert_eq!(
+        keys(1),
+        (
+            notify.into(),
+            "notify".into(),
+            "complete".into(),
+            "done".into()
+        )
+    );
+    let full = keys(2);
+    assert_eq!((full.0, full.3), (full_id.into(), "rejected".into()));
+    assert!(
+        full.1.is_null() && full.2.is_null(),
+        "a full sequence has no single answer"
     );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tether_controller::recovery::policy::RecoveryPolicy;
-use tether_controller::{read_token, Controller, ControllerConfig, TOKEN_ENV};
+use tether_controller::{read_token, Controller, ControllerConfig, ControllerError, TOKEN_ENV};
 
 use crate::ConfigProblem;
 
@@ -28,7 +28,8 @@ pub struct ControllerCmd {
     /// 127.0.0.1:2410). It has no authentication: loopback or a management network only.
     #[arg(long, value_name = "ADDR:PORT")]
     starlingx_listen: Option<SocketAddr>,
-    /// The VIM to report events to (not supported yet: refused when given).
+    /// Send heartbeat and lifecycle events to this StarlingX VIM plugin API, as the
+    /// guestAgent does (`http://host[:port]`; StarlingX: http://127.0.0.1:30002).
     #[arg(long, value_name = "URL")]
     vim_url: Option<String>,
     /// Recoveries the controller orders per instance within the window; the next failure
@@ -51,10 +52,6 @@ impl ControllerCmd {
     /// Opens the store and serves the API until a signal.
     pub async fn run(self) -> anyhow::Result<()> {
         crate::logging::init("info");
-        if let Some(url) = &self.vim_url {
-            let problem = format!("--vim-url {url}: reporting to a VIM is not built yet");
-            return Err(ConfigProblem(problem).into());
-        }
         let env = std::env::var(TOKEN_ENV).ok();
         let policy = self.recovery_policy()?;
         let token = read_token(self.token_file.as_deref(), env.as_deref())
@@ -64,9 +61,16 @@ impl ControllerCmd {
             data_dir: self.data_dir,
             token,
             starlingx_listen: self.starlingx_listen,
+            vim_url: self.vim_url,
         };
         let controller = Controller::open(config)
-            .map_err(|e| ConfigProblem(crate::chain(&e)))?
+            .map_err(|e| {
+                let flag = match e {
+                    ControllerError::VimUrl(_) => "--vim-url: ",
+                    _ => "",
+                };
+                ConfigProblem(format!("{flag}{}", crate::chain(&e)))
+            })?
             .with_recovery_policy(policy);
         controller
             .run(crate::shutdown::signalled())

@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::{Rig, LONG};
 use serde_json::Value;
 use tether_controller::{Controller, ControllerConfig};
+use tether_guest::GuestConfig;
 use tether_proto::CorrectiveAction;
 use tether_sim::Fault;
 use tether_testkit::wait_for;
@@ -29,11 +30,21 @@ struct RunningController {
 }
 
 async fn start_controller(data_dir: &Path, port: u16) -> RunningController {
+    start_controller_with(data_dir, port, None).await
+}
+
+/// A controller that also sends events to the VIM at `vim_url`, if given.
+async fn start_controller_with(
+    data_dir: &Path,
+    port: u16,
+    vim_url: Option<String>,
+) -> RunningController {
     let config = ControllerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
         data_dir: data_dir.to_path_buf(),
         token: TOKEN.to_owned(),
         starlingx_listen: None,
+        vim_url,
     };
     let mut controller = Controller::open(config).expect("the controller opens its store");
     let addr = controller.bind().await.expect("the controller binds");
@@ -363,6 +374,135 @@ async fn a_loss_reaches_a_failing_webhook_once_and_ctl_reboots_with_live_steps()
         assert!(text.contains(line), "{line} missing from {text}");
     }
     wait_for("the rebooted VM was reset", LONG, || vm.resets() == 1).await;
+
+    rig.stop_agent().await;
+    controller.stop().await;
+}
+
+/// `tether controller --vim-url URL` as a process: a bad URL is refused naming the flag, a
+/// good one is taken and `tether ctl vim` shows the transmitter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vim_url_flag_is_checked_and_ctl_vim_shows_the_transmitter() {
+    let dir = tether_testkit::temp_dir();
+    let data_dir = dir.path().join("controller");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let controller = |listen: &str, vim_url: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        command
+            .args(["controller", "--listen", listen, "--data-dir"])
+            .arg(&data_dir)
+            .args(["--vim-url", vim_url])
+            .env("TETHER_TOKEN", TOKEN);
+        command
+    };
+    for (url, words) in [
+        ("ftp://vim:30002", "is not an http://host[:port] URL"),
+        (
+            "http://vim:30002/nfvi-plugins",
+            "is not an http://host[:port] URL",
+        ),
+        ("https://vim:30002", "TLS is not built yet"),
+    ] {
+        let output = controller("127.0.0.1:0", url).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{url}: {stderr}");
+        assert!(
+            stderr.contains("--vim-url") && stderr.contains(words),
+            "{stderr}"
+        );
+    }
+    assert!(!data_dir.exists(), "nothing is created for a bad URL");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = controller(&listen, "http://127.0.0.1:9/")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://{listen}");
+    wait_for("ctl vim shows the VIM", LONG, || {
+        ctl(&url, &token_file, &["vim"]).1["url"] == "http://127.0.0.1:9"
+    })
+    .await;
+    let (code, vim) = ctl(&url, &token_file, &["vim"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        vim,
+        serde_json::json!({"url": "http://127.0.0.1:9", "last_event_id": 0, "behind": 0,
+                           "last_error": null, "last_error_at": null})
+    );
+    let (code, table) = ctl_table(&url, &token_file, &["vim"]);
+    assert_eq!(code, 0, "{table}");
+    assert!(table.contains("http://127.0.0.1:9"), "{table}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// The whole chain: a real guest's heartbeat starts and then hangs; its host agent reports to
+/// the controller, which tells the VIM (a receiver in this test, as the StarlingX VIM cannot
+/// run here) that heartbeating started with the guest's restart time, then stopped, then
+/// failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_guest_reaches_the_vim_as_started_stopped_and_failed() {
+    let (vim, vim_addr) = Receiver::start(0).await;
+    let guest = GuestConfig {
+        heartbeat_interval_ms: 1000,
+        corrective_action: CorrectiveAction::Reboot,
+        restart_secs: 300,
+        ..GuestConfig::default()
+    };
+    let mut rig = Rig::with_guest(1, 1, Duration::from_millis(100), |_| guest).await;
+    let token_file = rig.dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let data_dir = rig.dir.path().join("controller");
+    let controller = start_controller_with(&data_dir, 0, Some(format!("http://{vim_addr}"))).await;
+    rig.stop_agent().await;
+    rig.config.controller = Some(controller.url());
+    rig.config.controller_token_file = Some(token_file);
+    rig.config.host_name = Some("compute-0".into());
+    rig.start_agent();
+    rig.wait_all_heartbeating().await;
+
+    let vm = rig.vm(0).clone();
+    let told = || -> Vec<Value> {
+        let seen = vim.seen().into_iter().map(|(_, body, _)| body);
+        seen.filter(|b| b["uuid"] == vm.uuid()).collect()
+    };
+    let service = |b: &Value| b["event-data"]["services"][0].clone();
+    wait_for("the VIM hears the heartbeat start", LONG, || {
+        told().iter().any(|b| service(b)["status"] == "enabled")
+    })
+    .await;
+    let started = told()
+        .into_iter()
+        .find(|b| service(b)["status"] == "enabled");
+    let started = service(&started.unwrap());
+    assert_eq!(
+        started["restart-timeout"], "301",
+        "the guest sends RESTART + 1"
+    );
+    assert_eq!(started["state"], "enabled");
+
+    vm.set_fault(Fault::Hang);
+    wait_for("the VIM hears the failure", LONG, || {
+        told().iter().any(|b| b["event-type"] == "alarm")
+    })
+    .await;
+    let told = told();
+    let stopped = told.iter().position(|b| service(b)["status"] == "disabled");
+    let failed = told
+        .iter()
+        .position(|b| b["event-type"] == "alarm")
+        .unwrap();
+    assert_eq!(stopped, Some(failed - 1), "stopped, then failed: {told:?}");
+    assert_eq!(service(&told[failed])["state"], "failed");
+    assert_eq!(service(&told[failed])["repair-action"], "reboot");
+    assert_eq!(told[failed]["hostname"], "compute-0");
 
     rig.stop_agent().await;
     controller.stop().await;

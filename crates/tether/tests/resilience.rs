@@ -100,6 +100,7 @@ async fn start_controller(data_dir: &std::path::Path, audit_every: Duration) -> 
         data_dir: data_dir.to_path_buf(),
         token: TOKEN.to_owned(),
         starlingx_listen: None,
+        vim_url: None,
     };
     let mut controller = Controller::open(config)
         .unwrap()

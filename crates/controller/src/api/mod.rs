@@ -14,6 +14,7 @@
 //! | `POST /v1/instances/{uuid}/operations`, `GET /v1/operations/{id}` | [`operations`] |
 //! | `PUT /v1/hosts/{name}/recovery-mode`, `PUT /v1/instances/{uuid}/recovery-mode`, `GET /v1/instances/{uuid}/recoveries` | [`recovery`] |
 //! | `GET /v1/audit` | [`audit`] |
+//! | `GET /v1/vim` | [`vim`] |
 //!
 //! [`routes`] lists every route once; [`router`] serves that list and [`openapi`] documents
 //! it (a test checks that the two agree).
@@ -26,6 +27,7 @@ mod inventory;
 mod openapi;
 mod operations;
 mod recovery;
+mod vim;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -51,6 +53,7 @@ pub use inventory::{CorrectiveActionBody, HostSwitched, InstanceSwitched};
 pub use openapi::openapi;
 pub use operations::{Operation, OperationRequest, OperationStarted, OperationStep};
 pub use recovery::{RecoveryLog, RecoveryModeBody};
+pub use vim::VimReport;
 
 use crate::audit::AuditReport;
 use crate::hostlink::HostLink;
@@ -85,6 +88,8 @@ struct Inner {
     hostlink: HostLink,
     /// The last audit round's result.
     audit: Mutex<AuditReport>,
+    /// The VIM event transmitter's URL and latest error.
+    vim: Mutex<crate::vim::VimState>,
 }
 
 impl ApiState {
@@ -102,6 +107,7 @@ impl ApiState {
                 outbox: Arc::new(Notify::new()),
                 hostlink: HostLink::new(),
                 audit: Mutex::new(AuditReport::default()),
+                vim: vim::initial(),
             }),
         }
     }
@@ -208,6 +214,7 @@ fn table() -> Vec<Route> {
         Route::new(Get, "/v1/webhooks/{id}", webhooks::get),
         Route::new(Delete, "/v1/webhooks/{id}", webhooks::delete),
         Route::new(Get, "/v1/audit", audit::last),
+        Route::new(Get, "/v1/vim", vim::status),
     ]
 }
 

@@ -7,14 +7,14 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{agents, audit, events, inventory, operations, recovery, webhooks};
+use super::{agents, audit, events, inventory, operations, recovery, vim, webhooks};
 
 const DESCRIPTION: &str = "\
 The native REST API of the tether controller, the cloud-wide view of every host agent and \
 every guest: host agents register and send their journal events; operators and the VIM read \
 hosts, instances and the event log (also as a live Server-Sent Events stream), switch failure \
 reporting, override corrective actions, run lifecycle operations, subscribe webhooks and read \
-the last state audit.
+the last state audit and the state of the events sent to a StarlingX VIM.
 
 Every request needs `Authorization: Bearer <token>`. Every error is \
 `{\"error\":{\"code\":\"<stable code>\",\"message\":\"<for a human>\"}}`; a path that does not \
@@ -51,6 +51,7 @@ document (see docs/controller.md).";
         webhooks::get,
         webhooks::delete,
         audit::last,
+        vim::status,
     ),
     components(responses(
         super::Unauthorized,
@@ -69,6 +70,7 @@ document (see docs/controller.md).";
         (name = "events", description = "The event log and its live stream"),
         (name = "webhooks", description = "Subscribers that receive every event"),
         (name = "audit", description = "The periodic comparison of the store with each host"),
+        (name = "vim", description = "The events sent to a StarlingX VIM"),
     ),
 )]
 struct Document;

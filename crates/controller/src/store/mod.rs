@@ -1,4 +1,5 @@
-//! The controller's durable state: hosts, instances, the event log and the webhook outbox.
+//! The controller's durable state: hosts, instances, the event log, the webhook outbox and
+//! the VIM event transmitter's position.
 //!
 //! [`Store`] is the typed boundary between the HTTP API and the database: handlers parse and
 //! validate a request into the records below (never JSON into the store), then call one
@@ -9,6 +10,7 @@ mod migrations;
 mod outbox;
 mod recoveries;
 mod sqlite;
+mod vim;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -505,6 +507,28 @@ pub trait Store: Send + Sync + 'static {
     /// When an instance's recoveries were ordered, at or after `since_ms` (ms since the Unix
     /// epoch), oldest first.
     fn recoveries_ordered_since(&self, uuid: &str, since_ms: i64) -> Result<Vec<i64>, StoreError>;
+    /// The VIM event transmitter's position: the id of the last event it is done with;
+    /// `None` before it first ran.
+    fn vim_cursor(&self) -> Result<Option<u64>, StoreError>;
+
+    /// The VIM event transmitter's position, first set (and stored) to the newest event's id
+    /// (0 if none) when there is none, so that the history is not sent.
+    fn start_vim_cursor(&self) -> Result<u64, StoreError>;
+
+    /// Moves the VIM event transmitter's position to event `id`.
+    fn set_vim_cursor(&self, id: u64) -> Result<(), StoreError>;
+
+    /// How many events have an id above `after`.
+    fn count_events_after(&self, after: u64) -> Result<u64, StoreError>;
+
+    /// The name of `instance`'s newest event before event `before` whose name is in
+    /// `names`, if any.
+    fn previous_event(
+        &self,
+        instance: &str,
+        before: u64,
+        names: &[&str],
+    ) -> Result<Option<String>, StoreError>;
 }
 
 /// The state an event puts its instance in, if it changes it.

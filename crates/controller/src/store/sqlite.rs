@@ -16,6 +16,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row, Transaction};
 use serde_json::{Map, Value};
 
+use super::vim;
 use super::{
     migrations, outbox, recoveries, state_after, Appended, CorrectiveAction, DueDeliveries,
     EventQuery, HostRecord, InstanceFilter, InstanceRecord, NewDecision, NewEvent, PendingFailure,
@@ -342,6 +343,31 @@ impl Store for SqliteStore {
 
     fn recoveries_ordered_since(&self, uuid: &str, since_ms: i64) -> Result<Vec<i64>, StoreError> {
         recoveries::ordered_since(&self.conn(), uuid, since_ms)
+    }
+
+    fn vim_cursor(&self) -> Result<Option<u64>, StoreError> {
+        vim::cursor(&self.conn())
+    }
+
+    fn start_vim_cursor(&self) -> Result<u64, StoreError> {
+        vim::start(&self.conn())
+    }
+
+    fn set_vim_cursor(&self, id: u64) -> Result<(), StoreError> {
+        vim::advance(&self.conn(), id)
+    }
+
+    fn count_events_after(&self, after: u64) -> Result<u64, StoreError> {
+        vim::count_after(&self.conn(), after)
+    }
+
+    fn previous_event(
+        &self,
+        instance: &str,
+        before: u64,
+        names: &[&str],
+    ) -> Result<Option<String>, StoreError> {
+        vim::previous(&self.conn(), instance, before, names)
     }
 }
 

@@ -11,7 +11,7 @@
 //! delivery still pending when it starts again and sends it again: subscribers deduplicate
 //! with the `Idempotency-Key` header ([`idempotency_key`]).
 
-mod send;
+pub(crate) mod send;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ pub use send::{body, idempotency_key, signature, ATTEMPT_TIMEOUT, PAYLOAD_VERSIO
 
 use crate::clock::unix_ms;
 use crate::store::{Delivery, Store, StoreError};
+use crate::throttle::Throttle;
 use send::HttpClient;
 
 /// Most delivery attempts in flight at once.
@@ -270,7 +271,7 @@ async fn attempt(
 /// ones held back.
 #[derive(Default)]
 struct Warnings {
-    last: HashMap<u64, (Instant, u64)>,
+    last: HashMap<u64, Throttle>,
 }
 
 impl Warnings {
@@ -278,24 +279,21 @@ impl Warnings {
         let Some(error) = &outcome.error else {
             return;
         };
-        let now = Instant::now();
-        let entry = self
+        let throttle = self
             .last
             .entry(outcome.webhook_id)
-            .or_insert((now - WARN_EVERY, 0));
-        if now.duration_since(entry.0) < WARN_EVERY {
-            entry.1 += 1;
+            .or_insert_with(|| Throttle::new(WARN_EVERY));
+        let Some(held_back) = throttle.allow(Instant::now()) else {
             return;
-        }
+        };
         tracing::warn!(
             webhook = outcome.webhook_id,
             url = %outcome.url,
             attempts = outcome.attempts,
-            held_back = entry.1,
+            held_back,
             error = %error,
             "A webhook delivery failed; it will be retried"
         );
-        *entry = (now, 0);
     }
 }
 

@@ -1,4 +1,5 @@
-//! One delivery attempt: the JSON body, its signature and the HTTP POST.
+//! One delivery attempt: the JSON body, its signature and the HTTP POST; and the HTTP
+//! exchange itself, which the VIM event transmitter ([`crate::vim`]) shares.
 //!
 //! The body is the event as `GET /v1/events` shows it, serialised once per attempt from the
 //! stored event; serde_json writes the same bytes every time, so retries (and deliveries after
@@ -10,7 +11,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, USER_AGENT};
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -36,8 +37,13 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A client for plain `http://` URLs with the attempt timeout on connecting.
 pub fn client() -> HttpClient {
+    client_with(ATTEMPT_TIMEOUT)
+}
+
+/// A client for plain `http://` URLs that gives up connecting after `connect_timeout`.
+pub(crate) fn client_with(connect_timeout: Duration) -> HttpClient {
     let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
+    connector.set_connect_timeout(Some(connect_timeout));
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
@@ -105,6 +111,21 @@ pub async fn attempt(client: &HttpClient, delivery: &Delivery) -> Result<(), Str
         .header("X-Tether-Webhook-Version", PAYLOAD_VERSION)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| format!("Cannot build the request: {e}"))?;
+    let status = exchange(client, request, ATTEMPT_TIMEOUT).await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("The subscriber answered {status}"))
+    }
+}
+
+/// Sends `request` and reads (a bounded part of) the answer, all within `timeout`; the
+/// answer's status, or what went wrong (connecting, sending, no complete answer in time).
+pub(crate) async fn exchange(
+    client: &HttpClient,
+    request: Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Result<StatusCode, String> {
     let exchange = async {
         let response = client.request(request).await.map_err(|e| error_chain(&e))?;
         let status = response.status();
@@ -112,14 +133,10 @@ pub async fn attempt(client: &HttpClient, delivery: &Delivery) -> Result<(), Str
         let _ = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("The subscriber answered {status}"))
-        }
+        Ok(status)
     };
-    match tokio::time::timeout(ATTEMPT_TIMEOUT, exchange).await {
+    match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
-        Err(_) => Err(format!("No answer within {ATTEMPT_TIMEOUT:?}")),
+        Err(_) => Err(format!("No answer within {timeout:?}")),
     }
 }

@@ -26,8 +26,16 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Harness {
+        Harness::start_with(|_| {}, |controller| controller).await
+    }
+
+    /// A controller whose configuration `tweak` changed, set up by `configure`.
+    pub async fn start_with(
+        tweak: impl FnOnce(&mut ControllerConfig),
+        configure: impl FnOnce(Controller) -> Controller,
+    ) -> Harness {
         let dir = tether_testkit::temp_dir();
-        let (addr, stop, task) = start_on(dir.path()).await;
+        let (addr, stop, task) = start_configured(dir.path(), tweak, configure).await;
         Harness {
             dir,
             addr,
@@ -36,19 +44,28 @@ impl Harness {
         }
     }
 
-    /// Stops the controller and waits for `run` to return.
+    /// Stops the controller (if running) and waits for `run` to return.
     pub async fn stop(&mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
+        if let (Some(stop), Some(task)) = (self.stop.take(), self.task.take()) {
+            let _ = stop.send(());
+            task.await.unwrap().unwrap();
+        }
     }
 
     /// Stops the controller and starts a new one on the same data directory.
     pub async fn restart(&mut self) {
+        self.restart_with(|_| {}, |controller| controller).await;
+    }
+
+    /// [`Harness::restart`] with the new controller made as [`Harness::start_with`] does.
+    pub async fn restart_with(
+        &mut self,
+        tweak: impl FnOnce(&mut ControllerConfig),
+        configure: impl FnOnce(Controller) -> Controller,
+    ) {
         self.stop().await;
-        let (addr, stop, task) = start_on(self.dir.path()).await;
-        self.addr = addr;
-        self.stop = Some(stop);
-        self.task = Some(task);
+        let (addr, stop, task) = start_configured(self.dir.path(), tweak, configure).await;
+        (self.addr, self.stop, self.task) = (addr, Some(stop), Some(task));
     }
 
     /// A request with the right token.
@@ -81,16 +98,6 @@ impl Harness {
     }
 }
 
-async fn start_on(
-    dir: &Path,
-) -> (
-    SocketAddr,
-    oneshot::Sender<()>,
-    JoinHandle<Result<(), ControllerError>>,
-) {
-    start_controller(dir, |controller| controller).await
-}
-
 /// Starts a controller on `<dir>/data`, set up by `configure`; returns its address, the
 /// sender that stops it and its task.
 pub async fn start_controller(
@@ -101,12 +108,27 @@ pub async fn start_controller(
     oneshot::Sender<()>,
     JoinHandle<Result<(), ControllerError>>,
 ) {
-    let config = ControllerConfig {
+    start_configured(dir, |_| {}, configure).await
+}
+
+/// [`start_controller`] with the configuration changed by `tweak` first.
+pub async fn start_configured(
+    dir: &Path,
+    tweak: impl FnOnce(&mut ControllerConfig),
+    configure: impl FnOnce(Controller) -> Controller,
+) -> (
+    SocketAddr,
+    oneshot::Sender<()>,
+    JoinHandle<Result<(), ControllerError>>,
+) {
+    let mut config = ControllerConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.join("data"),
         token: TOKEN.into(),
         starlingx_listen: None,
+        vim_url: None,
     };
+    tweak(&mut config);
     let mut controller = configure(Controller::open(config).unwrap());
     let addr = controller.bind().await.unwrap();
     let (stop, stopped) = oneshot::channel::<()>();

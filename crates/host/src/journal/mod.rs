@@ -44,7 +44,7 @@ pub enum EventKind {
     ChannelConnected,
     /// The channel closed or was closed (`reason` says why).
     ChannelDisconnected,
-    /// The first healthy answer after an `init`.
+    /// The first healthy answer after an `init` (`interval_ms`, `action`, `restart_secs`).
     HeartbeatStarted,
     /// A challenge went unanswered for an interval.
     HeartbeatMissed,
@@ -70,7 +70,8 @@ pub enum EventKind {
     HeartbeatHeld,
     /// A lifecycle operation started (`operation`, `action`).
     OperationStarted,
-    /// A lifecycle operation ended (`outcome`: `done`, `rejected`, `failed`; `reason`).
+    /// A lifecycle operation ended (`outcome`: `done`, `rejected`, `failed`; `reason`; for a
+    /// single step also `only` and the guest's `vote_result`).
     OperationFinished,
 }
 
@@ -154,6 +155,17 @@ pub struct Details {
     /// Similar events held back by a rate limit since the last one written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
+    /// The guest's restart time from its `init` (`heartbeat_started`), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_secs: Option<u32>,
+    /// The single step a lifecycle operation ran (`vote`, `notify`); unset for the full
+    /// sequence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub only: Option<&'static str>,
+    /// The guest's answer to that step (`accept`, `reject`, `complete`, `timeout`, `error`);
+    /// unset when it did not answer (no answer in time, or not heartbeating).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vote_result: Option<&'static str>,
 }
 
 /// One journal event.

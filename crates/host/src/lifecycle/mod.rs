@@ -241,6 +241,7 @@ pub struct Run {
     stage_started: Instant,
     deadline: Option<Instant>,
     reason: Option<String>,
+    answer: Option<VoteResult>,
     steps: Vec<Step>,
 }
 
@@ -275,6 +276,7 @@ impl Run {
             stage_started: now,
             deadline: None,
             reason: None,
+            answer: None,
             steps: Vec::new(),
         };
         match scope {
@@ -345,6 +347,7 @@ impl Run {
 
     /// Records the guest's answer as the outcome of `step`.
     fn answered(&mut self, step: &'static str, r: ActionResponse, now: Instant) {
+        self.answer = Some(r.vote_result);
         self.record(
             step,
             self.event.as_str(),
@@ -566,6 +569,12 @@ impl Run {
     /// Why it was rejected or failed.
     pub fn reason(&self) -> Option<&str> {
         self.reason.as_deref()
+    }
+
+    /// The guest's latest answer (`vote_result`); `None` while it has not answered (a step
+    /// that timed out or was skipped records no answer).
+    pub fn answer(&self) -> Option<VoteResult> {
+        self.answer
     }
 
     /// Every step recorded so far.

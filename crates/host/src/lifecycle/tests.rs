@@ -328,10 +328,11 @@ fn only_vote_asks_the_vote_and_ends_there_when_accepted() {
     );
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("vote", "accept")]);
+    assert_eq!(rig.run.answer(), Some(VoteResult::Accept));
 }
 
 #[test]
-fn only_vote_reports_a_reject_and_a_silent_voter_as_accept() {
+fn only_vote_reports_a_reject_and_a_silent_voter_as_accept_and_keeps_the_answer() {
     let (mut rig, _) = Rig::scoped(EventType::Reboot, Scope::Vote, guest(true));
     let out = rig.feed(answer(
         EventType::Reboot,
@@ -342,11 +343,20 @@ fn only_vote_reports_a_reject_and_a_silent_voter_as_accept() {
     assert_eq!(out, [Effect::Finished]);
     assert_eq!(rig.run.state(), OpState::Rejected);
     assert_eq!(rig.run.reason(), Some("busy"));
+    assert_eq!(rig.run.answer(), Some(VoteResult::Reject));
 
     let (mut rig, _) = Rig::scoped(EventType::LiveMigrateBegin, Scope::Vote, guest(true));
     assert_eq!(rig.expire(), [Effect::Finished]);
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("vote", "timeout")]);
+    assert_eq!(rig.run.answer(), None, "silence is not an answer");
+
+    // A guest that answers `timeout` itself is told apart from a silent one.
+    let (mut rig, _) = Rig::scoped(EventType::Stop, Scope::Vote, guest(true));
+    let slow = answer(EventType::Stop, Revocable, VoteResult::Timeout, "slow");
+    assert_eq!(rig.feed(slow), [Effect::Finished]);
+    assert_eq!(rig.outcomes(), [("vote", "timeout")]);
+    assert_eq!(rig.run.answer(), Some(VoteResult::Timeout));
 }
 
 #[test]
@@ -355,6 +365,7 @@ fn only_vote_on_a_guest_that_does_not_heartbeat_is_skipped() {
     assert_eq!(out, [Effect::Finished]);
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("vote", "skipped")]);
+    assert_eq!(rig.run.answer(), None);
 }
 
 #[test]
@@ -378,6 +389,7 @@ fn only_notify_holds_a_disruptive_event_and_ends_after_the_answer() {
     assert_eq!(out, [Effect::Finished], "the VIM acts, not the host");
     assert_eq!(rig.run.state(), OpState::Done);
     assert_eq!(rig.outcomes(), [("notify", "complete")]);
+    assert_eq!(rig.run.answer(), Some(VoteResult::Complete));
 
     let (_, out) = Rig::scoped(EventType::Suspend, Scope::Notify, guest(true));
     assert_eq!(

@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tether_hypervisor::{Action, HypervisorError, Instance};
-use tether_proto::{EventType, Message};
+use tether_proto::{EventType, Message, VoteResult};
 use tokio::time::Instant;
 
 use super::link::Link;
@@ -158,11 +158,14 @@ impl Supervisor {
         tracing::info!(instance = %self.uuid, operation = %current.id,
             action = %current.run.event(), outcome = state.as_str(),
             reason = reason.as_deref().unwrap_or(""), "Operation finished");
+        let only = current.run.scope().only();
         let details = Details {
             operation: Some(current.id.clone()),
             action: Some(current.run.event().as_str()),
             outcome: Some(state.as_str()),
             reason,
+            only,
+            vote_result: only.and(current.run.answer()).map(VoteResult::as_str),
             ..Details::default()
         };
         self.journal(EventKind::OperationFinished, details);

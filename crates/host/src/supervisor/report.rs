@@ -78,6 +78,7 @@ impl Supervisor {
                     rtt_us: Some(rtt_us),
                     interval_ms: guest.map(|g| g.interval.as_millis() as u64),
                     action: guest.map(|g| g.corrective_action.as_str()),
+                    restart_secs: guest.map(|g| g.notices.restart_secs),
                     ..Details::default()
                 };
                 self.chatter(EventKind::HeartbeatStarted, details);

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tether_proto::{
-    encode, ChallengeResponse, CorrectiveAction, Decoder, Exit, Health, Init, Message,
+    encode, ActionResponse, ChallengeResponse, CorrectiveAction, Decoder, Exit, Health, Init,
+    Message, VoteResult,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
@@ -66,6 +67,8 @@ struct Shared {
     log: Mutex<Log>,
     interval_ms: u32,
     action: CorrectiveAction,
+    /// The answer to every `action_notify`, if it answers them.
+    vote: Mutex<Option<(VoteResult, String)>>,
 }
 
 /// The double; dropping it stops it and removes its socket.
@@ -102,6 +105,7 @@ impl GuestDouble {
             log: Mutex::new(Log::default()),
             interval_ms,
             action,
+            vote: Mutex::new(None),
         });
         let (commands, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(serve(listener, shared.clone(), rx));
@@ -116,6 +120,12 @@ impl GuestDouble {
 
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// Answers every `action_notify` from now on with `result` and `log_msg` (`None`: never
+    /// answers, the default).
+    pub fn set_vote(&self, vote: Option<(VoteResult, &str)>) {
+        *self.shared.vote.lock().unwrap() = vote.map(|(r, log)| (r, log.to_owned()));
     }
 
     pub fn log(&self) -> Log {
@@ -311,6 +321,19 @@ impl Guest {
                     .push((Instant::now(), answered));
                 if let Some(answer) = answer {
                     self.send(wr, &Message::ChallengeResponse(answer)).await?;
+                }
+            }
+            Message::ActionNotify(notify) if self.enabled => {
+                let vote = shared.vote.lock().unwrap().clone();
+                if let Some((vote_result, log_msg)) = vote {
+                    let response = ActionResponse {
+                        invocation_id: notify.invocation_id,
+                        event_type: notify.event_type,
+                        notification_type: notify.notification_type,
+                        vote_result,
+                        log_msg,
+                    };
+                    self.send(wr, &Message::ActionResponse(response)).await?;
                 }
             }
             Message::Nack(nack) => shared.log.lock().unwrap().nacks.push(nack.log_msg),

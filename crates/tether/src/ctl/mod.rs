@@ -62,6 +62,9 @@ enum What {
     },
     /// What the last state audit found and repaired.
     Audit,
+    /// The events sent to a StarlingX VIM (`--vim-url`): its position in the event log,
+    /// how far behind it is and its latest error.
+    Vim,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +212,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        What::Vim => {
+            out.show(&client.get("/v1/vim").await?, &VIM_COLUMNS);
+            Ok(())
+        }
     }
 }
 
@@ -297,6 +304,13 @@ const WEBHOOK_COLUMNS: [&str; 6] = [
 ];
 const RECOVERY_COLUMNS: [&str; 5] = ["decided_at", "decision", "action", "cause", "detail"];
 const AUDIT_COLUMNS: [&str; 4] = ["kind", "host", "instance", "detail"];
+const VIM_COLUMNS: [&str; 5] = [
+    "url",
+    "last_event_id",
+    "behind",
+    "last_error",
+    "last_error_at",
+];
 
 async fn webhooks(
     client: &ControllerClient,
