@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::api::{error, ApiState};
 use crate::controller_link::BATCH;
-use crate::journal::JournalReader;
+use crate::journal::{events_body, JournalReader};
 
 /// `after` and `limit` from the query string; each once, nothing else.
 fn parse_query(query: Option<&str>) -> Result<(u64, usize), String> {
@@ -64,15 +64,7 @@ pub(crate) async fn journal(State(state): State<ApiState>, uri: Uri) -> Response
             return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message);
         }
     };
-    let mut body = Vec::with_capacity(16 + events.iter().map(|e| e.line.len() + 1).sum::<usize>());
-    body.extend_from_slice(b"{\"events\":[");
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&event.line);
-    }
-    body.extend_from_slice(b"]}");
+    let body = events_body(&events);
     (
         [(header::CONTENT_TYPE, "application/json")],
         Body::from(body),

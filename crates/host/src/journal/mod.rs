@@ -34,7 +34,7 @@ use time::macros::format_description;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, watch};
 
-pub use read::{JournalReader, Sequenced};
+pub use read::{events_body, JournalReader, Sequenced};
 
 /// The `event` names written to the journal (pinned: other tools read them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

@@ -22,6 +22,21 @@ pub struct Sequenced {
     pub line: Vec<u8>,
 }
 
+/// The body the controller's ingestion takes, `{"events":[…]}`, with each line as written.
+pub fn events_body(events: &[Sequenced]) -> Vec<u8> {
+    let size = events.iter().map(|e| e.line.len() + 1).sum::<usize>();
+    let mut body = Vec::with_capacity(size + 16);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&event.line);
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
 /// Reads events from the journal file by sequence number.
 #[derive(Debug)]
 pub struct JournalReader {
