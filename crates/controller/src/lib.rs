@@ -11,7 +11,7 @@
 //! send), [`query`] (query strings), [`api`] (routes and their OpenAPI document), [`token`]
 //! (the bearer token), [`clock`] (timestamps), [`hostlink`] (commands to host agents),
 //! [`starlingx`] (the StarlingX guestAgent-compatible listener), [`audit`] (the periodic
-//! comparison of the store with each host).
+//! comparison of the store with each host), `tls` (HTTPS for the API, trust for webhooks).
 
 pub mod api;
 pub mod audit;
@@ -21,6 +21,7 @@ pub mod ingest;
 pub mod query;
 pub mod starlingx;
 pub mod store;
+mod tls;
 pub mod token;
 pub mod webhooks;
 
@@ -35,6 +36,7 @@ use tokio::net::TcpListener;
 
 pub use api::{openapi, router, routes, ApiState};
 pub use store::{SqliteStore, Store, StoreError};
+pub use tether_tls::{ServerCert, TlsError};
 pub use token::{read_token, TokenError, TOKEN_ENV};
 
 /// How long a stopping controller lets open requests finish.
@@ -52,6 +54,12 @@ pub struct ControllerConfig {
     /// Address of the StarlingX guestAgent-compatible listener, if one is wanted. It has no
     /// authentication: bind it to loopback or a management network only.
     pub starlingx_listen: Option<SocketAddr>,
+    /// Serve the API (host agents' ingestion included) over HTTPS only, with this
+    /// certificate and key; `None`: plain HTTP. The StarlingX listener stays plain HTTP.
+    pub tls: Option<ServerCert>,
+    /// CA file that `https://` webhook subscribers must be certified by; `None`: the
+    /// system's root certificates.
+    pub webhook_ca: Option<PathBuf>,
 }
 
 /// The controller cannot start or serve.
@@ -75,6 +83,12 @@ pub enum ControllerError {
     /// Serving the API failed.
     #[error("The HTTP API failed")]
     Serve(#[source] io::Error),
+    /// The API's certificate or key cannot be used.
+    #[error("Cannot serve HTTPS")]
+    Tls(#[source] TlsError),
+    /// The CA file for webhook subscribers cannot be used.
+    #[error("Cannot load the CA file for webhook subscribers")]
+    WebhookCa(#[source] TlsError),
 }
 
 /// A controller with its store open, ready to serve.
@@ -85,6 +99,7 @@ pub struct Controller {
     starlingx: Option<TcpListener>,
     webhook_backoff: webhooks::Backoff,
     audit_interval: Duration,
+    tls: tls::Loaded,
 }
 
 impl Controller {
@@ -93,6 +108,7 @@ impl Controller {
         if !token::is_well_formed(&config.token) {
             return Err(ControllerError::BadToken);
         }
+        let tls = tls::load(&config)?;
         let store = SqliteStore::open(&config.data_dir)?;
         tracing::info!(path = %store.path().display(), "Opened the controller database");
         let state = ApiState::new(Arc::new(store), config.token.clone());
@@ -103,6 +119,7 @@ impl Controller {
             starlingx: None,
             webhook_backoff: webhooks::Backoff::default(),
             audit_interval: audit::DEFAULT_INTERVAL,
+            tls,
         })
     }
 
@@ -170,14 +187,17 @@ impl Controller {
         let Some(listener) = self.listener.take() else {
             return Ok(());
         };
-        tracing::info!(%addr, "The controller API is listening");
+        let https = self.tls.server.is_some();
+        tracing::info!(%addr, https, "The controller API is listening");
         let (starlingx_stop, starlingx_stopped) = tokio::sync::watch::channel(false);
         let _starlingx = self
             .starlingx
             .take()
             .map(|listener| starlingx::spawn(listener, self.state.clone(), starlingx_stopped));
         let (store, wake) = self.state.outbox();
-        let _delivery = webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff);
+        let webhook_ca = self.tls.webhook_ca.clone();
+        let _delivery =
+            webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff, webhook_ca);
         let _audit = audit::AuditTask::spawn(self.state.clone(), self.audit_interval);
         let state = self.state.clone();
         let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
@@ -187,9 +207,8 @@ impl Controller {
             starlingx_stop.send_replace(true);
             let _ = stopped_tx.send(());
         };
-        let server =
-            axum::serve(listener, router(self.state.clone())).with_graceful_shutdown(signal);
-        let mut serving = tokio::spawn(async move { server.await });
+        let app = router(self.state.clone());
+        let mut serving = tls::serve(listener, self.tls.server.clone(), app, signal)?;
         let drained = async {
             if stopped_rx.await.is_ok() {
                 tokio::time::sleep(DRAIN).await;

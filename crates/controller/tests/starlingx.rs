@@ -40,6 +40,8 @@ impl Rig {
             data_dir: dir.path().join("data"),
             token: TOKEN.into(),
             starlingx_listen: Some("127.0.0.1:0".parse().unwrap()),
+            tls: None,
+            webhook_ca: None,
         };
         let mut controller = Controller::open(config).unwrap();
         let api = controller.bind().await.unwrap();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use tether_controller::{read_token, Controller, ControllerConfig, TOKEN_ENV};
+use tether_controller::{read_token, Controller, ControllerConfig, ServerCert, TOKEN_ENV};
 
 use crate::ConfigProblem;
 
@@ -29,6 +29,17 @@ pub struct ControllerCmd {
     /// The VIM to report events to (not supported yet: refused when given).
     #[arg(long, value_name = "URL")]
     vim_url: Option<String>,
+    /// Serve the API over HTTPS only, presenting this certificate chain (PEM, leaf first);
+    /// needs --tls-key. The StarlingX listener stays plain HTTP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that https:// webhook subscribers must be signed by
+    /// [default: the system's root certificates].
+    #[arg(long, value_name = "FILE")]
+    webhook_ca: Option<PathBuf>,
 }
 
 impl ControllerCmd {
@@ -47,6 +58,11 @@ impl ControllerCmd {
             data_dir: self.data_dir,
             token,
             starlingx_listen: self.starlingx_listen,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| ServerCert { cert, key }),
+            webhook_ca: self.webhook_ca,
         };
         let controller = Controller::open(config).map_err(|e| ConfigProblem(crate::chain(&e)))?;
         controller

@@ -34,6 +34,8 @@ async fn start_controller(data_dir: &Path, port: u16) -> RunningController {
         data_dir: data_dir.to_path_buf(),
         token: TOKEN.to_owned(),
         starlingx_listen: None,
+        tls: None,
+        webhook_ca: None,
     };
     let mut controller = Controller::open(config).expect("the controller opens its store");
     let addr = controller.bind().await.expect("the controller binds");

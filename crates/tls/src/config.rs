@@ -37,6 +37,10 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// rustls refuses the safe default versions only for a provider without suites for them;
+/// ring's default provider has suites for both TLS 1.2 and 1.3.
+const RING_HAS_BOTH_VERSIONS: &str = "ring's default provider supports TLS 1.2 and 1.3";
+
 /// A server configuration presenting the chain in `cert_pem` with the key in `key_pem`.
 ///
 /// Fails, naming the file, when a file cannot be read, is not PEM, holds no certificate or no
@@ -46,7 +50,7 @@ pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<ServerConfig
     let key = read_key(key_pem)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
+        .unwrap_or_else(|_| unreachable!("{RING_HAS_BOTH_VERSIONS}"))
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|source| match source {
@@ -70,22 +74,22 @@ pub fn client_config(ca_pem: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErro
         Some(path) => file_roots(path)?,
         None => system_roots()?,
     };
-    with_roots(roots)
+    Ok(with_roots(roots))
 }
 
 /// A client configuration that trusts no server: for a client whose URLs are all `http://`,
 /// where an `https://` URL must fail rather than be trusted.
-pub fn client_config_trusting_nothing() -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config_trusting_nothing() -> Arc<ClientConfig> {
     with_roots(RootCertStore::empty())
 }
 
-fn with_roots(roots: RootCertStore) -> Result<Arc<ClientConfig>, TlsError> {
+fn with_roots(roots: RootCertStore) -> Arc<ClientConfig> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
+        .unwrap_or_else(|_| unreachable!("{RING_HAS_BOTH_VERSIONS}"))
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// Every certificate of a CA bundle as a trust anchor.

@@ -96,7 +96,4 @@ pub enum TlsError {
         /// What the loader reported.
         details: String,
     },
-    /// rustls refused the configuration.
-    #[error("Cannot build the TLS configuration")]
-    Config(#[source] rustls::Error),
 }

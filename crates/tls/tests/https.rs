@@ -106,7 +106,7 @@ async fn the_connector_still_speaks_plain_http() {
     let addr = tcp.local_addr().unwrap();
     let app = Router::new().route("/", get(|| async { "plain" }));
     tokio::spawn(async move { axum::serve(tcp, app).await });
-    let tls = tether_tls::client_config_trusting_nothing().unwrap();
+    let tls = tether_tls::client_config_trusting_nothing();
     assert_eq!(
         fetch(tls, &format!("http://{addr}/")).await.unwrap(),
         "plain"

@@ -2,8 +2,10 @@
 //!
 //! The body is the event as `GET /v1/events` shows it, serialised once per attempt from the
 //! stored event; serde_json writes the same bytes every time, so retries (and deliveries after
-//! a restart) carry the same body, signature and idempotency key.
+//! a restart) carry the same body, signature and idempotency key. `https://` subscribers are
+//! reached over TLS ([`client`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -11,12 +13,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, USER_AGENT};
 use hyper::Request;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
+use tether_tls::{ClientConfig, Connector};
 
 use crate::api::error_chain;
 use crate::store::{Delivery, StoredEvent};
@@ -32,13 +34,20 @@ pub const PAYLOAD_VERSION: &str = "1";
 const MAX_ANSWER: usize = 64 << 10;
 
 /// The HTTP client the delivery task shares between attempts.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<Connector, Full<Bytes>>;
 
-/// A client for plain `http://` URLs with the attempt timeout on connecting.
-pub fn client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(ATTEMPT_TIMEOUT));
-    Client::builder(TokioExecutor::new()).build(connector)
+/// A client for `http://` and `https://` URLs with the attempt timeout on connecting. It
+/// trusts `ca`, or else the system's roots; a system without any trusts no `https://`
+/// subscriber (said once, here, and in each such delivery's error).
+pub fn client(ca: Option<Arc<ClientConfig>>) -> HttpClient {
+    let tls = ca.unwrap_or_else(|| {
+        tether_tls::client_config(None).unwrap_or_else(|error| {
+            let error = error_chain(&error);
+            tracing::warn!(error, "https:// webhook subscribers cannot be verified");
+            tether_tls::client_config_trusting_nothing()
+        })
+    });
+    Client::builder(TokioExecutor::new()).build(tether_tls::connector(tls, ATTEMPT_TIMEOUT))
 }
 
 /// The webhook body: the stored event's fields, wire-stable.

@@ -106,6 +106,8 @@ pub async fn start_controller(
         data_dir: dir.join("data"),
         token: TOKEN.into(),
         starlingx_listen: None,
+        tls: None,
+        webhook_ca: None,
     };
     let mut controller = configure(Controller::open(config).unwrap());
     let addr = controller.bind().await.unwrap();

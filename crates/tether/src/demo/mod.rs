@@ -183,6 +183,8 @@ async fn start_controller(dir: &Path) -> anyhow::Result<DemoController> {
         data_dir: dir.join("controller"),
         token,
         starlingx_listen: None,
+        tls: None,
+        webhook_ca: None,
     };
     let mut controller =
         tether_controller::Controller::open(config).context("Cannot open the demo's controller")?;

@@ -1,0 +1,59 @@
+//! TLS at the controller: its API served over HTTPS, and whom its webhook deliveries trust.
+//!
+//! With a certificate and key ([`ControllerConfig::tls`]) the native API, host agents'
+//! ingestion included, is served over HTTPS only, through a [`TlsListener`] (handshakes run
+//! per connection with a time limit; see `tether_tls::listener`). The StarlingX listener stays
+//! plain HTTP: it serves loopback or a management network. Webhook subscribers at `https://`
+//! URLs are verified against the CA file [`ControllerConfig::webhook_ca`] when one is given,
+//! else against the system's roots, loaded at the first delivery.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use tether_tls::{ClientConfig, ServerConfig, TlsListener};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::{ControllerConfig, ControllerError};
+
+/// The TLS settings of a controller, loaded from their files.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Loaded {
+    /// The API's server configuration; `None`: plain HTTP.
+    pub server: Option<Arc<ServerConfig>>,
+    /// Whom webhook deliveries trust; `None`: the system's roots.
+    pub webhook_ca: Option<Arc<ClientConfig>>,
+}
+
+/// Loads the certificate, key and webhook CA files named in `config`.
+pub(crate) fn load(config: &ControllerConfig) -> Result<Loaded, ControllerError> {
+    let server = match &config.tls {
+        Some(files) => Some(files.load().map_err(ControllerError::Tls)?),
+        None => None,
+    };
+    let webhook_ca = match &config.webhook_ca {
+        Some(path) => {
+            Some(tether_tls::client_config(Some(path)).map_err(ControllerError::WebhookCa)?)
+        }
+        None => None,
+    };
+    Ok(Loaded { server, webhook_ca })
+}
+
+/// Serves `app` on `listener` (over TLS when `server` is given) in a task, until `signal`.
+pub(crate) fn serve(
+    listener: TcpListener,
+    server: Option<Arc<ServerConfig>>,
+    app: Router,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<io::Result<()>>, ControllerError> {
+    let Some(config) = server else {
+        let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+        return Ok(tokio::spawn(async move { server.await }));
+    };
+    let listener = TlsListener::new(listener, config).map_err(ControllerError::Serve)?;
+    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
+    Ok(tokio::spawn(async move { server.await }))
+}
