@@ -81,9 +81,13 @@ pub struct HostArgs {
     /// its channel is closed and reconnected with back-off [default: 20].
     #[arg(long, value_name = "N")]
     pub guest_max_bad_msgs: Option<u32>,
-    /// Report to the controller at this URL (plain http:// for now) [default: none].
+    /// Report to the controller at this URL, http:// or https:// [default: none].
     #[arg(long, value_name = "URL")]
     pub controller: Option<String>,
+    /// CA certificates (PEM) that an https:// controller's certificate must be signed by
+    /// [default: the system's root certificates].
+    #[arg(long, value_name = "FILE")]
+    pub controller_ca: Option<PathBuf>,
     /// File holding the controller's token; without it the token is read from the
     /// environment variable TETHER_TOKEN.
     #[arg(long = "token-file", value_name = "FILE")]
@@ -120,6 +124,7 @@ impl HostArgs {
         set(&mut config.guest_msgs_per_sec, &self.guest_msgs_per_sec);
         set(&mut config.guest_max_bad_msgs, &self.guest_max_bad_msgs);
         set_opt(&mut config.controller, &self.controller);
+        set_opt(&mut config.controller_ca, &self.controller_ca);
         set_opt(
             &mut config.controller_token_file,
             &self.controller_token_file,

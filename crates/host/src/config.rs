@@ -74,8 +74,12 @@ pub struct HostConfig {
     /// Refused messages a guest may send in a burst (one more is forgiven each second) before
     /// its channel is closed and reconnected with back-off.
     pub guest_max_bad_msgs: u32,
-    /// Base URL of the controller to report to (`http://host:port`); none: no controller.
+    /// Base URL of the controller to report to (`http://host:port` or `https://host:port`);
+    /// none: no controller.
     pub controller: Option<String>,
+    /// CA certificates (PEM) that an `https://` controller's certificate must be signed by;
+    /// none: the system's root certificates.
+    pub controller_ca: Option<PathBuf>,
     /// File holding the token the controller expects (`--token-file`); without it the token
     /// is taken from the environment variable `TETHER_TOKEN`.
     pub controller_token_file: Option<PathBuf>,
@@ -108,6 +112,7 @@ impl Default for HostConfig {
             guest_msgs_per_sec: 50,
             guest_max_bad_msgs: 20,
             controller: None,
+            controller_ca: None,
             controller_token_file: None,
             host_name: None,
         }
@@ -143,6 +148,9 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The certificates to trust for an `https://` controller cannot be loaded.
+    #[error("Cannot set up TLS to the controller (controller_ca, --controller-ca)")]
+    Tls(#[source] tether_tls::TlsError),
     /// A value breaks its rule.
     #[error("Invalid value for {key}: {message}")]
     Invalid {
@@ -168,9 +176,18 @@ impl HostConfig {
         Ok(config)
     }
 
-    /// Checks the rules no type expresses, including that a controller comes with a token.
+    /// Checks the rules no type expresses, including that a controller comes with a token
+    /// and that a CA to trust comes with an `https://` controller.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_values()?;
+        let https = self
+            .controller
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        if self.controller_ca.is_some() && !https {
+            let message = "a CA is only used with an https:// controller";
+            return Err(invalid("controller_ca", message));
+        }
         if self.controller.is_some() && self.controller_token_file.is_none() {
             let from_env = std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty());
             if !from_env {
@@ -313,7 +330,6 @@ mod tests {
         assert!(config.validate().is_ok());
         for (text, key, says) in [
             ("controller = \"not a url\"\n", "controller", "http://"),
-            ("controller = \"https://c:1\"\n", "controller", "TLS"),
             ("controller = \"ftp://c:1\"\n", "controller", "http://"),
             ("host_name = \"a/b\"\n", "host_name", "host name"),
         ] {
@@ -333,6 +349,24 @@ mod tests {
         }
         config.controller_token_file = Some("/etc/tether/token".into());
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn a_controller_ca_needs_an_https_controller_once_flags_are_applied() {
+        let mut config = load_text(
+            "controller = \"http://c:2411\"\ncontroller_ca = \"/etc/tether/ca.pem\"\n\
+             controller_token_file = \"/etc/t\"\n",
+        )
+        .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("controller_ca") && err.contains("https://"),
+            "{err}"
+        );
+        config.controller = Some("https://c:2411".into());
+        assert!(config.validate().is_ok());
+        config.controller = None;
+        assert!(config.validate().is_err());
     }
 
     #[test]
