@@ -211,7 +211,9 @@ async fn unusable_certificate_files_stop_the_controller_from_opening() {
             cert: cert.to_owned(),
             key: key.to_owned(),
         });
-        Controller::open(config).err().map(|e| chain(&e))
+        let error = Controller::open(config).err()?;
+        let cause = std::error::Error::source(&error).map(ToString::to_string);
+        Some(format!("{error}: {}", cause.unwrap_or_default()))
     };
     let cases = [
         (with(&missing, &pki.key, None), "missing.pem"),
@@ -239,17 +241,6 @@ async fn unusable_certificate_files_stop_the_controller_from_opening() {
     // Refused before the store was touched; the right files open.
     assert!(!dir.path().join("data").join("controller.db").exists());
     assert_eq!(with(&pki.cert, &pki.key, Some(&pki.ca)), None);
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// An HTTPS webhook subscriber recording the idempotency keys it accepted.

@@ -10,9 +10,9 @@ mod common;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
-use common::{read_journal, Rig, LONG};
+use common::{read_journal, tether, Guard, Rig, LONG};
 use serde_json::Value;
 use tether_controller::{Controller, ControllerConfig, ServerCert};
 use tether_proto::CorrectiveAction;
@@ -23,20 +23,6 @@ use tokio::sync::oneshot;
 
 const TOKEN: &str = "s3cret-token-for-tls-tests";
 const HOST: &str = "compute-tls";
-
-fn tether() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
-}
-
-/// Kills the child when the test ends, passed or not.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A controller serving HTTPS on loopback with `pki`'s certificate; stops when dropped.
 async fn start_controller(data_dir: &Path, pki: &TestPki) -> (SocketAddr, oneshot::Sender<()>) {

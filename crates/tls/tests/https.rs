@@ -44,6 +44,15 @@ async fn serve(names: &[&str], handshake_timeout: Duration) -> Server {
     }
 }
 
+impl Server {
+    /// A client trusting the server's CA is answered.
+    async fn assert_served(&self) {
+        let tls = client_config(Some(&self.pki.ca)).unwrap();
+        let body = fetch(tls, &format!("https://{}/", self.addr)).await;
+        assert_eq!(body.unwrap(), "hello");
+    }
+}
+
 /// `GET url` with a client trusting `tls`; the body, or the error.
 async fn fetch(
     tls: Arc<ClientConfig>,
@@ -59,11 +68,7 @@ async fn fetch(
 #[tokio::test]
 async fn a_client_trusting_the_ca_is_served_over_tls() {
     let server = serve(&["127.0.0.1"], LONG).await;
-    let tls = client_config(Some(&server.pki.ca)).unwrap();
-    let body = fetch(tls, &format!("https://{}/", server.addr))
-        .await
-        .unwrap();
-    assert_eq!(body, "hello");
+    server.assert_served().await;
 }
 
 #[tokio::test]
@@ -135,11 +140,7 @@ async fn a_plain_http_client_is_told_to_use_https_and_others_are_still_served() 
         .write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0, 1, 2])
         .await
         .unwrap();
-    let tls = client_config(Some(&server.pki.ca)).unwrap();
-    let body = fetch(tls, &format!("https://{}/", server.addr))
-        .await
-        .unwrap();
-    assert_eq!(body, "hello");
+    server.assert_served().await;
 }
 
 #[tokio::test]
@@ -149,11 +150,7 @@ async fn a_silent_client_holds_no_one_up_and_is_closed_after_the_handshake_limit
     for _ in 0..20 {
         silent.push(TcpStream::connect(server.addr).await.unwrap());
     }
-    let tls = client_config(Some(&server.pki.ca)).unwrap();
-    let body = fetch(tls, &format!("https://{}/", server.addr))
-        .await
-        .unwrap();
-    assert_eq!(body, "hello");
+    server.assert_served().await;
     for mut stream in silent {
         let mut buf = [0u8; 16];
         let read = tokio::time::timeout(LONG, stream.read(&mut buf)).await;
