@@ -60,6 +60,9 @@ pub struct ControllerConfig {
     /// CA file that `https://` webhook subscribers must be certified by; `None`: the
     /// system's root certificates.
     pub webhook_ca: Option<PathBuf>,
+    /// CA file that host agents serving their API at an `https://` `api_url` must be
+    /// certified by; `None`: the system's root certificates.
+    pub host_ca: Option<PathBuf>,
 }
 
 /// The controller cannot start or serve.
@@ -89,6 +92,9 @@ pub enum ControllerError {
     /// The CA file for webhook subscribers cannot be used.
     #[error("Cannot load the CA file for webhook subscribers")]
     WebhookCa(#[source] TlsError),
+    /// The CA file for host agents' APIs cannot be used.
+    #[error("Cannot load the CA file for host agents")]
+    HostCa(#[source] TlsError),
 }
 
 /// A controller with its store open, ready to serve.
@@ -111,7 +117,8 @@ impl Controller {
         let tls = tls::load(&config)?;
         let store = SqliteStore::open(&config.data_dir)?;
         tracing::info!(path = %store.path().display(), "Opened the controller database");
-        let state = ApiState::new(Arc::new(store), config.token.clone());
+        let hostlink = hostlink::HostLink::trusting(tls.host_ca.clone());
+        let state = ApiState::with_hostlink(Arc::new(store), config.token.clone(), hostlink);
         Ok(Controller {
             config,
             state,

@@ -5,10 +5,12 @@
 //! per connection with a time limit; see `tether_tls::listener`). The StarlingX listener stays
 //! plain HTTP: it serves loopback or a management network. Webhook subscribers at `https://`
 //! URLs are verified against the CA file [`ControllerConfig::webhook_ca`] when one is given,
-//! else against the system's roots, loaded at the first delivery.
+//! else against the system's roots, loaded at the first delivery; host agents serving their
+//! API at an `https://` URL, against [`ControllerConfig::host_ca`] or the system's roots.
 
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -25,21 +27,25 @@ pub(crate) struct Loaded {
     pub server: Option<Arc<ServerConfig>>,
     /// Whom webhook deliveries trust; `None`: the system's roots.
     pub webhook_ca: Option<Arc<ClientConfig>>,
+    /// Whom calls to host agents' `https://` APIs trust; `None`: the system's roots.
+    pub host_ca: Option<Arc<ClientConfig>>,
 }
 
-/// Loads the certificate, key and webhook CA files named in `config`.
+/// Loads the certificate, key and CA files named in `config`.
 pub(crate) fn load(config: &ControllerConfig) -> Result<Loaded, ControllerError> {
     let server = match &config.tls {
         Some(files) => Some(files.load().map_err(ControllerError::Tls)?),
         None => None,
     };
-    let webhook_ca = match &config.webhook_ca {
-        Some(path) => {
-            Some(tether_tls::client_config(Some(path)).map_err(ControllerError::WebhookCa)?)
-        }
-        None => None,
+    let ca = |path: &Option<PathBuf>| match path {
+        Some(path) => tether_tls::client_config(Some(path)).map(Some),
+        None => Ok(None),
     };
-    Ok(Loaded { server, webhook_ca })
+    Ok(Loaded {
+        server,
+        webhook_ca: ca(&config.webhook_ca).map_err(ControllerError::WebhookCa)?,
+        host_ca: ca(&config.host_ca).map_err(ControllerError::HostCa)?,
+    })
 }
 
 /// Serves `app` on `listener` (over TLS when `server` is given) in a task, until `signal`.

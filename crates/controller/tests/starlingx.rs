@@ -42,6 +42,7 @@ impl Rig {
             starlingx_listen: Some("127.0.0.1:0".parse().unwrap()),
             tls: None,
             webhook_ca: None,
+            host_ca: None,
         };
         let mut controller = Controller::open(config).unwrap();
         let api = controller.bind().await.unwrap();

@@ -43,6 +43,7 @@ fn config(dir: &Path, pki: &TestPki, webhook_ca: Option<PathBuf>) -> ControllerC
             key: pki.key.clone(),
         }),
         webhook_ca,
+        host_ca: None,
     }
 }
 

@@ -55,6 +55,13 @@ pub struct HostArgs {
     /// Also serve the HTTP API on this TCP address [default: off].
     #[arg(long, value_name = "ADDR:PORT")]
     pub api_listen: Option<SocketAddr>,
+    /// Serve the --api-listen API over HTTPS with this certificate chain (PEM); needs
+    /// --api-tls-key. The UNIX socket stays plain [default: plain HTTP].
+    #[arg(long, value_name = "FILE")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --api-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub api_tls_key: Option<PathBuf>,
     /// Seconds between full rescans of the channel directory, besides inotify [default: 180].
     #[arg(long, value_name = "SECS")]
     pub rescan_secs: Option<u64>,
@@ -116,6 +123,8 @@ impl HostArgs {
         set(&mut config.journal, &self.journal);
         set(&mut config.api_socket, &self.api_socket);
         set_opt(&mut config.api_listen, &self.api_listen);
+        set_opt(&mut config.api_tls_cert, &self.api_tls_cert);
+        set_opt(&mut config.api_tls_key, &self.api_tls_key);
         set(&mut config.rescan_secs, &self.rescan_secs);
         set(&mut config.max_recoveries, &self.max_recoveries);
         set(&mut config.recovery_window_secs, &self.recovery_window_secs);

@@ -57,6 +57,10 @@ pub struct HostConfig {
     pub api_socket: PathBuf,
     /// Optional TCP address of the same HTTP API (e.g. `127.0.0.1:2412`).
     pub api_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) to serve the TCP API over HTTPS with; needs `api_tls_key`.
+    pub api_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `api_tls_cert`.
+    pub api_tls_key: Option<PathBuf>,
     /// Seconds between full rescans of the channel directory (besides inotify).
     pub rescan_secs: u64,
     /// Recoveries allowed per guest within `recovery_window_secs`; past that the guest is
@@ -104,6 +108,8 @@ impl Default for HostConfig {
             journal: PathBuf::from("/var/lib/tether/host-journal.jsonl"),
             api_socket: PathBuf::from("/run/tether/host.sock"),
             api_listen: None,
+            api_tls_cert: None,
+            api_tls_key: None,
             rescan_secs: 180,
             max_recoveries: 3,
             recovery_window_secs: 3600,
@@ -151,6 +157,9 @@ pub enum ConfigError {
     /// The certificates to trust for an `https://` controller cannot be loaded.
     #[error("Cannot set up TLS to the controller (controller_ca, --controller-ca)")]
     Tls(#[source] tether_tls::TlsError),
+    /// The API's certificate or key cannot be used.
+    #[error("Cannot serve the API over HTTPS (api_tls_cert, api_tls_key)")]
+    ApiTls(#[source] tether_tls::TlsError),
     /// A value breaks its rule.
     #[error("Invalid value for {key}: {message}")]
     Invalid {
@@ -187,6 +196,18 @@ impl HostConfig {
         if self.controller_ca.is_some() && !https {
             let message = "a CA is only used with an https:// controller";
             return Err(invalid("controller_ca", message));
+        }
+        match (&self.api_tls_cert, &self.api_tls_key, self.api_listen) {
+            (Some(_), None, _) | (None, Some(_), _) => {
+                let message = "api_tls_cert and api_tls_key (--api-tls-cert, --api-tls-key) \
+                               go together";
+                return Err(invalid("api_tls_key", message));
+            }
+            (Some(_), Some(_), None) => {
+                let message = "HTTPS is served on api_listen (--api-listen): give it too";
+                return Err(invalid("api_tls_cert", message));
+            }
+            _ => {}
         }
         if self.controller.is_some() && self.controller_token_file.is_none() {
             let from_env = std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty());
@@ -367,6 +388,21 @@ mod tests {
         assert!(config.validate().is_ok());
         config.controller = None;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn api_tls_needs_a_certificate_a_key_and_a_tcp_address() {
+        let mut config = HostConfig {
+            api_tls_cert: Some("/c.pem".into()),
+            ..HostConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("go together"), "{err}");
+        config.api_tls_key = Some("/k.pem".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("api_listen"), "{err}");
+        config.api_listen = Some("127.0.0.1:0".parse().unwrap());
+        assert!(config.validate().is_ok());
     }
 
     #[test]

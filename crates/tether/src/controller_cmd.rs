@@ -40,6 +40,10 @@ pub struct ControllerCmd {
     /// [default: the system's root certificates].
     #[arg(long, value_name = "FILE")]
     webhook_ca: Option<PathBuf>,
+    /// CA certificates (PEM) that host agents serving their API over HTTPS
+    /// (--api-tls-cert) must be signed by [default: the system's root certificates].
+    #[arg(long, value_name = "FILE")]
+    host_ca: Option<PathBuf>,
 }
 
 impl ControllerCmd {
@@ -63,6 +67,7 @@ impl ControllerCmd {
                 .zip(self.tls_key)
                 .map(|(cert, key)| ServerCert { cert, key }),
             webhook_ca: self.webhook_ca,
+            host_ca: self.host_ca,
         };
         let controller = Controller::open(config).map_err(|e| ConfigProblem(crate::chain(&e)))?;
         controller

@@ -36,6 +36,7 @@ async fn start_controller(data_dir: &Path, port: u16) -> RunningController {
         starlingx_listen: None,
         tls: None,
         webhook_ca: None,
+        host_ca: None,
     };
     let mut controller = Controller::open(config).expect("the controller opens its store");
     let addr = controller.bind().await.expect("the controller binds");

@@ -1,7 +1,8 @@
 //! TLS between the host agent and the controller, end to end: a controller serving HTTPS
-//! in-process (certificates from a throwaway CA made when the test runs), the `tether host`
-//! binary as a real process reporting to it, simulated VMs running the real guest daemon, and
-//! the `tether ctl` binary reading it back; then the flags and files that must be refused.
+//! in-process (certificates from throwaway CAs made when the test runs), the `tether host`
+//! binary as a real process reporting to it and serving its own API over HTTPS, simulated VMs
+//! running the real guest daemon, and the `tether ctl` binary reading it back and rebooting a
+//! VM through both links; then the flags and files that must be refused.
 
 #![allow(clippy::unwrap_used)] // helpers outside #[test] functions unwrap too
 
@@ -24,8 +25,13 @@ use tokio::sync::oneshot;
 const TOKEN: &str = "s3cret-token-for-tls-tests";
 const HOST: &str = "compute-tls";
 
-/// A controller serving HTTPS on loopback with `pki`'s certificate; stops when dropped.
-async fn start_controller(data_dir: &Path, pki: &TestPki) -> (SocketAddr, oneshot::Sender<()>) {
+/// A controller serving HTTPS on loopback with `pki`'s certificate, trusting `host_ca` for
+/// host agents' APIs; stops when dropped.
+async fn start_controller(
+    data_dir: &Path,
+    pki: &TestPki,
+    host_ca: &Path,
+) -> (SocketAddr, oneshot::Sender<()>) {
     let config = ControllerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: data_dir.to_path_buf(),
@@ -36,6 +42,7 @@ async fn start_controller(data_dir: &Path, pki: &TestPki) -> (SocketAddr, onesho
             key: pki.key.clone(),
         }),
         webhook_ca: None,
+        host_ca: Some(host_ca.to_path_buf()),
     };
     let mut controller = Controller::open(config).unwrap();
     let addr = controller.bind().await.unwrap();
@@ -46,11 +53,13 @@ async fn start_controller(data_dir: &Path, pki: &TestPki) -> (SocketAddr, onesho
     (addr, stop)
 }
 
-/// `tether host` for the rig's VMs, reporting to `url` trusting `ca`; its log goes to `log`.
-fn start_host(rig: &Rig, url: &str, ca: &Path, token_file: &Path, log: &Path) -> Guard {
+/// `tether host` for the rig's VMs, reporting to `url` trusting `ca`, with `extra` flags; its
+/// log goes to `log`.
+fn start_host(rig: &Rig, url: &str, ca: &Path, extra: &[&Path], log: &Path) -> Guard {
     let config = &rig.config;
     let child = tether()
         .arg("host")
+        .args(extra)
         .arg("--channel-dir")
         .arg(&config.channel_dir)
         .args(["--hypervisor", "qmp", "--miss-threshold", "1"])
@@ -63,8 +72,6 @@ fn start_host(rig: &Rig, url: &str, ca: &Path, token_file: &Path, log: &Path) ->
         .args(["--controller", url, "--host-name", HOST])
         .arg("--controller-ca")
         .arg(ca)
-        .arg("--token-file")
-        .arg(token_file)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -146,12 +153,14 @@ async fn an_agent_reports_over_tls_only_once_it_trusts_the_controller_and_loses_
     let token_file = write_token(&dir);
     let pki = TestCa::new("controller CA").write(&dir, "", &["127.0.0.1"]);
     let wrong = TestCa::new("some other CA").write(&dir, "wrong-", &["127.0.0.1"]);
-    let (addr, _stop) = start_controller(&dir.join("controller"), &pki).await;
+    let hosts_pki = TestCa::new("hosts' CA").write(&dir, "host-", &["127.0.0.1"]);
+    let (addr, _stop) = start_controller(&dir.join("controller"), &pki, &hosts_pki.ca).await;
     let url = format!("https://{addr}");
 
     // Trusting the wrong CA: the agent works, journals, and says why it cannot report.
     let log = dir.join("host-wrong-ca.log");
-    let host = start_host(&rig, &url, &wrong.ca, &token_file, &log);
+    let token = [Path::new("--token-file"), &token_file];
+    let host = start_host(&rig, &url, &wrong.ca, &token, &log);
     let hung = rig.vm(0).clone();
     wait_for("the agent heartbeats both guests", LONG, || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -171,9 +180,18 @@ async fn an_agent_reports_over_tls_only_once_it_trusts_the_controller_and_loses_
     let journaled = journal_seqs(&rig.config.journal);
     assert!(journaled.len() >= 4, "{journaled:?}");
 
-    // Restarted with the controller's CA: it registers and every journaled event arrives.
+    // Restarted with the controller's CA: it registers and every journaled event arrives. It
+    // serves its own API over HTTPS now.
     let log = dir.join("host-right-ca.log");
-    let host = start_host(&rig, &url, &pki.ca, &token_file, &log);
+    let api = [
+        Path::new("--api-listen"),
+        Path::new("127.0.0.1:0"),
+        Path::new("--api-tls-cert"),
+        &hosts_pki.cert,
+        Path::new("--api-tls-key"),
+        &hosts_pki.key,
+    ];
+    let host = start_host(&rig, &url, &pki.ca, &[&token[..], &api[..]].concat(), &log);
     wait_for("every journaled event reaches the controller", LONG, || {
         let held = controller_seqs(&url, &token_file, &pki.ca);
         journaled.iter().all(|seq| held.contains(seq))
@@ -211,6 +229,17 @@ async fn an_agent_reports_over_tls_only_once_it_trusts_the_controller_and_loses_
     let (code, _, err) = ctl(&format!("http://{addr}"), &token_file, &["hosts"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("400") && err.contains("https://"), "{err}");
+
+    // A reboot through the controller, which calls the agent's API over HTTPS.
+    let shown = ctl_json(&url, &token_file, &pki.ca, &["hosts", "show", HOST]);
+    let api_url = shown["api_url"].as_str().unwrap_or_default();
+    assert!(api_url.starts_with("https://127.0.0.1:"), "{shown}");
+    let vm = rig.vm(1).clone();
+    let args = ["--ca-file", &ca, "instance", "reboot", vm.uuid()];
+    let (code, steps, err) = ctl(&url, &token_file, &args);
+    assert_eq!(code, 0, "{steps}{err}");
+    assert!(steps.contains("reboot: done"), "{steps}");
+    wait_for("the rebooted VM was reset", LONG, || vm.resets() == 1).await;
     stop_host(host);
 }
 
@@ -277,6 +306,7 @@ fn bad_tls_flags_and_files_are_refused_with_the_reason() {
             "no PEM certificate",
         ),
         (controller(&["--webhook-ca", &bad]), "webhook subscribers"),
+        (controller(&["--host-ca", &missing]), "host agents"),
         (
             host(&["--controller", "http://127.0.0.1:9", "--controller-ca", &ca]),
             "https://",
@@ -300,6 +330,22 @@ fn bad_tls_flags_and_files_are_refused_with_the_reason() {
             "missing.pem",
         ),
         (host(&["--controller", "ftp://127.0.0.1:9"]), "https://"),
+        (host(&["--api-tls-cert", &cert]), "go together"),
+        (
+            host(&["--api-tls-cert", &cert, "--api-tls-key", &key]),
+            "api_listen",
+        ),
+        (
+            host(&[
+                "--api-listen",
+                "127.0.0.1:0",
+                "--api-tls-cert",
+                &cert,
+                "--api-tls-key",
+                &bad,
+            ]),
+            "garbage.pem is not valid PEM",
+        ),
     ];
     for ((code, stderr), says) in cases {
         assert_eq!(code, 2, "{says}: {stderr}");

@@ -77,6 +77,16 @@ pub fn client_config(ca_pem: Option<&Path>) -> Result<Arc<ClientConfig>, TlsErro
     Ok(with_roots(roots))
 }
 
+/// The system's roots ([`client_config`] without a file) or, when the system has none, a
+/// configuration that trusts no server, after a warning that names `whom` it was for. For
+/// clients that must start whatever the system holds and may never meet an `https://` URL.
+pub fn system_client_config(whom: &str) -> Arc<ClientConfig> {
+    client_config(None).unwrap_or_else(|error| {
+        tracing::warn!(error = %error, "{whom} at https:// URLs cannot be verified");
+        client_config_trusting_nothing()
+    })
+}
+
 /// A client configuration that trusts no server: for a client whose URLs are all `http://`,
 /// where an `https://` URL must fail rather than be trusted.
 pub fn client_config_trusting_nothing() -> Arc<ClientConfig> {

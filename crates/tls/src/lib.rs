@@ -21,7 +21,9 @@ pub mod listener;
 use std::path::PathBuf;
 
 pub use client::{connector, find_tls_error, Connector};
-pub use config::{client_config, client_config_trusting_nothing, server_config, ServerCert};
+pub use config::{
+    client_config, client_config_trusting_nothing, server_config, system_client_config, ServerCert,
+};
 pub use listener::TlsListener;
 pub use rustls;
 pub use rustls::{ClientConfig, ServerConfig};

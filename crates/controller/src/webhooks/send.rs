@@ -40,13 +40,7 @@ pub type HttpClient = Client<Connector, Full<Bytes>>;
 /// trusts `ca`, or else the system's roots; a system without any trusts no `https://`
 /// subscriber (said once, here, and in each such delivery's error).
 pub fn client(ca: Option<Arc<ClientConfig>>) -> HttpClient {
-    let tls = ca.unwrap_or_else(|| {
-        tether_tls::client_config(None).unwrap_or_else(|error| {
-            let error = error_chain(&error);
-            tracing::warn!(error, "https:// webhook subscribers cannot be verified");
-            tether_tls::client_config_trusting_nothing()
-        })
-    });
+    let tls = ca.unwrap_or_else(|| tether_tls::system_client_config("Webhook subscribers"));
     Client::builder(TokioExecutor::new()).build(tether_tls::connector(tls, ATTEMPT_TIMEOUT))
 }
 

@@ -108,6 +108,7 @@ pub async fn start_controller(
         starlingx_listen: None,
         tls: None,
         webhook_ca: None,
+        host_ca: None,
     };
     let mut controller = configure(Controller::open(config).unwrap());
     let addr = controller.bind().await.unwrap();

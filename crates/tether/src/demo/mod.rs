@@ -185,6 +185,7 @@ async fn start_controller(dir: &Path) -> anyhow::Result<DemoController> {
         starlingx_listen: None,
         tls: None,
         webhook_ca: None,
+        host_ca: None,
     };
     let mut controller =
         tether_controller::Controller::open(config).context("Cannot open the demo's controller")?;
