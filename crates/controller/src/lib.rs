@@ -11,7 +11,8 @@
 //! send), [`query`] (query strings), [`api`] (routes and their OpenAPI document), [`token`]
 //! (the bearer token), [`clock`] (timestamps), [`hostlink`] (commands to host agents),
 //! [`starlingx`] (the StarlingX guestAgent-compatible listener), [`audit`] (the periodic
-//! comparison of the store with each host), `tls` (HTTPS for the API, trust for webhooks).
+//! comparison of the store with each host), `tls` (HTTPS for the API; whom webhooks and calls
+//! to hosts trust).
 
 pub mod api;
 pub mod audit;

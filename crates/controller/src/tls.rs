@@ -1,12 +1,13 @@
-//! TLS at the controller: its API served over HTTPS, and whom its webhook deliveries trust.
+//! TLS at the controller: its API served over HTTPS, and whom its outgoing calls trust.
 //!
 //! With a certificate and key ([`ControllerConfig::tls`]) the native API, host agents'
-//! ingestion included, is served over HTTPS only, through a [`TlsListener`] (handshakes run
-//! per connection with a time limit; see `tether_tls::listener`). The StarlingX listener stays
-//! plain HTTP: it serves loopback or a management network. Webhook subscribers at `https://`
-//! URLs are verified against the CA file [`ControllerConfig::webhook_ca`] when one is given,
-//! else against the system's roots, loaded at the first delivery; host agents serving their
-//! API at an `https://` URL, against [`ControllerConfig::host_ca`] or the system's roots.
+//! ingestion included, is served over HTTPS only, through a
+//! [`TlsListener`](tether_tls::TlsListener) (handshakes run per connection with a time limit).
+//! The StarlingX listener stays plain HTTP: it serves loopback or a management network.
+//! Webhook subscribers at `https://` URLs are verified against the CA file
+//! [`ControllerConfig::webhook_ca`] when one is given, else against the system's roots, loaded
+//! at the first delivery; host agents serving their API at an `https://` URL, against
+//! [`ControllerConfig::host_ca`] or the system's roots.
 
 use std::future::Future;
 use std::io;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use tether_tls::{ClientConfig, ServerConfig, TlsListener};
+use tether_tls::{ClientConfig, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -55,11 +56,5 @@ pub(crate) fn serve(
     app: Router,
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<io::Result<()>>, ControllerError> {
-    let Some(config) = server else {
-        let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-        return Ok(tokio::spawn(async move { server.await }));
-    };
-    let listener = TlsListener::new(listener, config).map_err(ControllerError::Serve)?;
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    Ok(tokio::spawn(async move { server.await }))
+    tether_tls::serve(listener, server, app, signal).map_err(ControllerError::Serve)
 }

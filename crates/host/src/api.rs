@@ -40,7 +40,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tether_proto::EventType;
-use tether_tls::{ServerConfig, TlsListener};
+use tether_tls::ServerConfig;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -272,19 +272,9 @@ impl ApiServer {
         let server = axum::serve(unix, app.clone()).with_graceful_shutdown(signal(stopped.clone()));
         tasks.push(tokio::spawn(async move { server.await }));
         let https = tls.is_some();
-        match (tcp, tls) {
-            (Some(tcp), Some(tls)) => {
-                let addr = tcp_addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
-                let tcp = TlsListener::new(tcp, tls)
-                    .map_err(|source| HostError::ApiListen { addr, source })?;
-                let server = axum::serve(tcp, app).with_graceful_shutdown(signal(stopped));
-                tasks.push(tokio::spawn(async move { server.await }));
-            }
-            (Some(tcp), None) => {
-                let server = axum::serve(tcp, app).with_graceful_shutdown(signal(stopped));
-                tasks.push(tokio::spawn(async move { server.await }));
-            }
-            (None, _) => {}
+        if let (Some(tcp), Some(addr)) = (tcp, tcp_addr) {
+            let served = tether_tls::serve(tcp, tls, app, signal(stopped));
+            tasks.push(served.map_err(|source| HostError::ApiListen { addr, source })?);
         }
         Ok(ApiServer {
             socket: socket.to_owned(),

@@ -9,7 +9,8 @@
 //!   file and what is wrong with it.
 //! - [`listener`]: [`TlsListener`], an `axum::serve` listener that runs each TLS handshake in
 //!   its own task with a time limit, so a slow, silent or plain-text client never holds up
-//!   another; failed handshakes are logged at a bounded rate.
+//!   another; failed handshakes are logged at a bounded rate. [`serve`] serves a router over
+//!   it, or over plain TCP when no TLS is configured.
 //! - [`client`]: [`connector`], a connector for hyper-util's client that speaks `http://` and
 //!   `https://`, and [`find_tls_error`], which finds the rustls error (an untrusted
 //!   certificate, …) inside a client error so callers can say what went wrong.
@@ -24,7 +25,7 @@ pub use client::{connector, find_tls_error, Connector};
 pub use config::{
     client_config, client_config_trusting_nothing, server_config, system_client_config, ServerCert,
 };
-pub use listener::TlsListener;
+pub use listener::{serve, TlsListener};
 pub use rustls;
 pub use rustls::{ClientConfig, ServerConfig};
 

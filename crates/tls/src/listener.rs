@@ -11,6 +11,7 @@
 //! handshake is logged at `warn`, at most once per [`LOG_PERIOD`] (the rest are counted in the
 //! next line), so a scanner cannot flood the log.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -93,6 +94,22 @@ impl TlsListener {
             accepting,
         })
     }
+}
+
+/// Serves `app` on `tcp` in a task until `signal` completes: over TLS with `tls` when given,
+/// plain HTTP otherwise. The task answers how serving ended.
+pub fn serve(
+    tcp: TcpListener,
+    tls: Option<Arc<ServerConfig>>,
+    app: axum::Router,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<JoinHandle<io::Result<()>>> {
+    let Some(tls) = tls else {
+        let server = axum::serve(tcp, app).with_graceful_shutdown(signal);
+        return Ok(tokio::spawn(async move { server.await }));
+    };
+    let server = axum::serve(TlsListener::new(tcp, tls)?, app).with_graceful_shutdown(signal);
+    Ok(tokio::spawn(async move { server.await }))
 }
 
 impl axum::serve::Listener for TlsListener {
