@@ -12,7 +12,8 @@
 //! (the bearer token), [`clock`] (timestamps), [`hostlink`] (commands to host agents),
 //! [`starlingx`] (the StarlingX guestAgent-compatible listener), [`audit`] (the periodic
 //! comparison of the store with each host), [`recovery`] (the decisions about failures host
-//! agents leave to the controller), [`vim`] (the events sent to a StarlingX VIM).
+//! agents leave to the controller), [`vim`] (the events sent to a StarlingX VIM), `tls`
+//! (HTTPS for the API; whom webhooks and calls to hosts trust).
 
 pub mod api;
 pub mod audit;
@@ -23,6 +24,7 @@ pub mod query;
 pub mod recovery;
 pub mod starlingx;
 pub mod store;
+mod tls;
 pub mod token;
 pub mod vim;
 pub mod webhooks;
@@ -40,6 +42,7 @@ use tokio::net::TcpListener;
 
 pub use api::{openapi, router, routes, ApiState};
 pub use store::{SqliteStore, Store, StoreError};
+pub use tether_tls::{ServerCert, TlsError};
 pub use token::{read_token, TokenError, TOKEN_ENV};
 
 /// How long a stopping controller lets open requests finish.
@@ -60,6 +63,15 @@ pub struct ControllerConfig {
     /// Base URL (`http://host[:port]`) of the StarlingX VIM's plugin API to send events to
     /// (StarlingX: `http://127.0.0.1:30002`), if any.
     pub vim_url: Option<String>,
+    /// Serve the API (host agents' ingestion included) over HTTPS only, with this
+    /// certificate and key; `None`: plain HTTP. The StarlingX listener stays plain HTTP.
+    pub tls: Option<ServerCert>,
+    /// CA file that `https://` webhook subscribers must be certified by; `None`: the
+    /// system's root certificates.
+    pub webhook_ca: Option<PathBuf>,
+    /// CA file that host agents serving their API at an `https://` `api_url` must be
+    /// certified by; `None`: the system's root certificates.
+    pub host_ca: Option<PathBuf>,
 }
 
 /// The controller cannot start or serve.
@@ -86,6 +98,15 @@ pub enum ControllerError {
     /// The VIM URL cannot be used.
     #[error("Cannot send events to the VIM")]
     VimUrl(#[source] vim::UrlError),
+    /// The API's certificate or key cannot be used.
+    #[error("Cannot serve HTTPS")]
+    Tls(#[source] TlsError),
+    /// The CA file for webhook subscribers cannot be used.
+    #[error("Cannot load the CA file for webhook subscribers")]
+    WebhookCa(#[source] TlsError),
+    /// The CA file for host agents' APIs cannot be used.
+    #[error("Cannot load the CA file for host agents")]
+    HostCa(#[source] TlsError),
 }
 
 /// A controller with its store open, ready to serve.
@@ -99,6 +120,7 @@ pub struct Controller {
     recovery_policy: recovery::policy::RecoveryPolicy,
     vim_url: Option<String>,
     vim_backoff: webhooks::Backoff,
+    tls: tls::Loaded,
 }
 
 impl Controller {
@@ -109,13 +131,15 @@ impl Controller {
         }
         let vim_url = config.vim_url.as_deref().map(vim::parse_url);
         let vim_url = vim_url.transpose().map_err(ControllerError::VimUrl)?;
+        let tls = tls::load(&config)?;
         let store = SqliteStore::open(&config.data_dir)?;
         tracing::info!(path = %store.path().display(), "Opened the controller database");
         if vim_url.is_some() {
             // Fixed now, before any event can arrive: a first start skips only the history.
             store.start_vim_cursor()?;
         }
-        let state = ApiState::new(Arc::new(store), config.token.clone());
+        let hostlink = hostlink::HostLink::trusting(tls.host_ca.clone());
+        let state = ApiState::with_hostlink(Arc::new(store), config.token.clone(), hostlink);
         state.set_vim_url(vim_url.clone());
         Ok(Controller {
             config,
@@ -127,6 +151,7 @@ impl Controller {
             recovery_policy: recovery::policy::RecoveryPolicy::default(),
             vim_url,
             vim_backoff: webhooks::Backoff::default(),
+            tls,
         })
     }
 
@@ -208,14 +233,17 @@ impl Controller {
         let Some(listener) = self.listener.take() else {
             return Ok(());
         };
-        tracing::info!(%addr, "The controller API is listening");
+        let https = self.tls.server.is_some();
+        tracing::info!(%addr, https, "The controller API is listening");
         let (starlingx_stop, starlingx_stopped) = tokio::sync::watch::channel(false);
         let _starlingx = self
             .starlingx
             .take()
             .map(|listener| starlingx::spawn(listener, self.state.clone(), starlingx_stopped));
         let (store, wake) = self.state.outbox();
-        let _delivery = webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff);
+        let webhook_ca = self.tls.webhook_ca.clone();
+        let _delivery =
+            webhooks::DeliveryTask::spawn(store, wake, self.webhook_backoff, webhook_ca);
         let _audit = audit::AuditTask::spawn(self.state.clone(), self.audit_interval);
         let _recovery = recovery::RecoveryTask::spawn(self.state.clone(), self.recovery_policy);
         let _vim = (self.vim_url.take())
@@ -228,9 +256,8 @@ impl Controller {
             starlingx_stop.send_replace(true);
             let _ = stopped_tx.send(());
         };
-        let server =
-            axum::serve(listener, router(self.state.clone())).with_graceful_shutdown(signal);
-        let mut serving = tokio::spawn(async move { server.await });
+        let app = router(self.state.clone());
+        let mut serving = tls::serve(listener, self.tls.server.clone(), app, signal)?;
         let drained = async {
             if stopped_rx.await.is_ok() {
                 tokio::time::sleep(DRAIN).await;

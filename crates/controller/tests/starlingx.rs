@@ -41,6 +41,9 @@ impl Rig {
             token: TOKEN.into(),
             starlingx_listen: Some("127.0.0.1:0".parse().unwrap()),
             vim_url: None,
+            tls: None,
+            webhook_ca: None,
+            host_ca: None,
         };
         let mut controller = Controller::open(config).unwrap();
         let api = controller.bind().await.unwrap();

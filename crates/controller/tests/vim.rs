@@ -400,7 +400,7 @@ async fn a_bad_vim_url_is_refused_with_a_clear_error_before_anything_is_created(
             "http://vim:30002/nfvi-plugins",
             "not an http://host[:port] URL",
         ),
-        ("https://vim:30002", "TLS is not built yet"),
+        ("https://vim:30002", "plain HTTP"),
     ] {
         let config = ControllerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -408,6 +408,9 @@ async fn a_bad_vim_url_is_refused_with_a_clear_error_before_anything_is_created(
             token: TOKEN.into(),
             starlingx_listen: None,
             vim_url: Some(url.into()),
+            tls: None,
+            webhook_ca: None,
+            host_ca: None,
         };
         let error = Controller::open(config).err().unwrap();
         assert!(matches!(error, ControllerError::VimUrl(_)), "{error}");

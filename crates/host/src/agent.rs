@@ -40,6 +40,7 @@ pub struct HostAgent {
     writer: JournalWriter,
     view: AgentView,
     link: Option<LinkSettings>,
+    api_tls: Option<Arc<tether_tls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for HostAgent {
@@ -64,6 +65,12 @@ impl HostAgent {
             })
         })?;
         let link = LinkSettings::from_config(&config)?;
+        let api_tls = match (&config.api_tls_cert, &config.api_tls_key) {
+            (Some(cert), Some(key)) => Some(
+                tether_tls::server_config(cert, key).map_err(crate::config::ConfigError::ApiTls)?,
+            ),
+            _ => None,
+        };
         let (journal, writer) = journal::open(&config.journal)?;
         let view = AgentView::default();
         // Only a controller that can reach this agent's API can order a recovery.
@@ -98,6 +105,7 @@ impl HostAgent {
             writer,
             view,
             link,
+            api_tls,
         })
     }
 
@@ -120,6 +128,7 @@ impl HostAgent {
             writer,
             view,
             link,
+            api_tls,
         } = self;
         let dir = config.channel_dir.clone();
         let watcher =
@@ -130,6 +139,7 @@ impl HostAgent {
         let api = ApiServer::start(
             &config.api_socket,
             config.api_listen,
+            api_tls,
             view.clone(),
             settings.operations.clone(),
             config.journal.clone(),
@@ -140,7 +150,7 @@ impl HostAgent {
         registry.rescan(); // before the link registers, so that it reports every instance
         let (stop_link, link_stopped) = tokio::sync::watch::channel(false);
         let link_task = link.map(|settings| {
-            let api_url = api.tcp_addr().map(|addr| format!("http://{addr}"));
+            let api_url = api.url();
             let link = ControllerLink::new(settings, api_url, view.clone(), writer.written());
             tokio::spawn(link.run(link_stopped))
         });

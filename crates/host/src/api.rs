@@ -1,6 +1,7 @@
 //! The local HTTP API: the agent's instances and their lifecycle operations, as JSON.
 //!
-//! Served on a UNIX socket (`api_socket`, always) and optionally on TCP (`api_listen`):
+//! Served on a UNIX socket (`api_socket`, always) and optionally on TCP (`api_listen`), over
+//! HTTPS when `api_tls_cert` and `api_tls_key` are given (the socket stays plain):
 //!
 //! - `GET /v1/instances`: a JSON array of [`InstanceStatus`], ordered by uuid;
 //! - `GET /v1/instances/{uuid}`: one instance;
@@ -31,6 +32,7 @@
 use std::io;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -42,6 +44,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tether_proto::EventType;
+use tether_tls::ServerConfig;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -61,6 +64,7 @@ const DRAIN: Duration = Duration::from_secs(2);
 pub(crate) struct ApiServer {
     socket: PathBuf,
     tcp_addr: Option<std::net::SocketAddr>,
+    https: bool,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<io::Result<()>>>,
 }
@@ -254,9 +258,11 @@ pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 impl ApiServer {
     /// Binds the UNIX socket (and the TCP address, if any) and starts serving.
+    /// The TCP API is served over HTTPS when `tls` is given.
     pub(crate) async fn start(
         socket: &Path,
         listen: Option<std::net::SocketAddr>,
+        tls: Option<Arc<ServerConfig>>,
         view: AgentView,
         operations: Operations,
         journal: PathBuf,
@@ -289,21 +295,25 @@ impl ApiServer {
         };
         let server = axum::serve(unix, app.clone()).with_graceful_shutdown(signal(stopped.clone()));
         tasks.push(tokio::spawn(async move { server.await }));
-        if let Some(tcp) = tcp {
-            let server = axum::serve(tcp, app).with_graceful_shutdown(signal(stopped));
-            tasks.push(tokio::spawn(async move { server.await }));
+        let https = tls.is_some();
+        if let (Some(tcp), Some(addr)) = (tcp, tcp_addr) {
+            let served = tether_tls::serve(tcp, tls, app, signal(stopped));
+            tasks.push(served.map_err(|source| HostError::ApiListen { addr, source })?);
         }
         Ok(ApiServer {
             socket: socket.to_owned(),
             tcp_addr,
+            https,
             stop,
             tasks,
         })
     }
 
-    /// The TCP address actually bound (the port is known even when 0 was asked for).
-    pub(crate) fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
-        self.tcp_addr
+    /// The URL of the TCP API (`http://` or `https://`) at the address actually bound (the
+    /// port is known even when 0 was asked for), if it is served.
+    pub(crate) fn url(&self) -> Option<String> {
+        let scheme = if self.https { "https" } else { "http" };
+        self.tcp_addr.map(|addr| format!("{scheme}://{addr}"))
     }
 
     /// Stops accepting, lets open requests finish briefly, and removes the socket.

@@ -55,6 +55,13 @@ pub struct HostArgs {
     /// Also serve the HTTP API on this TCP address [default: off].
     #[arg(long, value_name = "ADDR:PORT")]
     pub api_listen: Option<SocketAddr>,
+    /// Serve the --api-listen API over HTTPS with this certificate chain (PEM); needs
+    /// --api-tls-key. The UNIX socket stays plain [default: plain HTTP].
+    #[arg(long, value_name = "FILE")]
+    pub api_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --api-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub api_tls_key: Option<PathBuf>,
     /// Seconds between full rescans of the channel directory, besides inotify [default: 180].
     #[arg(long, value_name = "SECS")]
     pub rescan_secs: Option<u64>,
@@ -89,9 +96,13 @@ pub struct HostArgs {
     /// its channel is closed and reconnected with back-off [default: 20].
     #[arg(long, value_name = "N")]
     pub guest_max_bad_msgs: Option<u32>,
-    /// Report to the controller at this URL (plain http:// for now) [default: none].
+    /// Report to the controller at this URL, http:// or https:// [default: none].
     #[arg(long, value_name = "URL")]
     pub controller: Option<String>,
+    /// CA certificates (PEM) that an https:// controller's certificate must be signed by
+    /// [default: the system's root certificates].
+    #[arg(long, value_name = "FILE")]
+    pub controller_ca: Option<PathBuf>,
     /// File holding the controller's token; without it the token is read from the
     /// environment variable TETHER_TOKEN.
     #[arg(long = "token-file", value_name = "FILE")]
@@ -120,6 +131,8 @@ impl HostArgs {
         set(&mut config.journal, &self.journal);
         set(&mut config.api_socket, &self.api_socket);
         set_opt(&mut config.api_listen, &self.api_listen);
+        set_opt(&mut config.api_tls_cert, &self.api_tls_cert);
+        set_opt(&mut config.api_tls_key, &self.api_tls_key);
         set(&mut config.rescan_secs, &self.rescan_secs);
         set(&mut config.max_recoveries, &self.max_recoveries);
         set(&mut config.recovery_window_secs, &self.recovery_window_secs);
@@ -130,6 +143,7 @@ impl HostArgs {
         set(&mut config.guest_msgs_per_sec, &self.guest_msgs_per_sec);
         set(&mut config.guest_max_bad_msgs, &self.guest_max_bad_msgs);
         set_opt(&mut config.controller, &self.controller);
+        set_opt(&mut config.controller_ca, &self.controller_ca);
         set_opt(
             &mut config.controller_token_file,
             &self.controller_token_file,

@@ -82,6 +82,10 @@ pub struct HostConfig {
     pub api_socket: PathBuf,
     /// Optional TCP address of the same HTTP API (e.g. `127.0.0.1:2412`).
     pub api_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) to serve the TCP API over HTTPS with; needs `api_tls_key`.
+    pub api_tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of `api_tls_cert`.
+    pub api_tls_key: Option<PathBuf>,
     /// Seconds between full rescans of the channel directory (besides inotify).
     pub rescan_secs: u64,
     /// Recoveries allowed per guest within `recovery_window_secs`; past that the guest is
@@ -104,8 +108,12 @@ pub struct HostConfig {
     /// Refused messages a guest may send in a burst (one more is forgiven each second) before
     /// its channel is closed and reconnected with back-off.
     pub guest_max_bad_msgs: u32,
-    /// Base URL of the controller to report to (`http://host:port`); none: no controller.
+    /// Base URL of the controller to report to (`http://host:port` or `https://host:port`);
+    /// none: no controller.
     pub controller: Option<String>,
+    /// CA certificates (PEM) that an `https://` controller's certificate must be signed by;
+    /// none: the system's root certificates.
+    pub controller_ca: Option<PathBuf>,
     /// File holding the token the controller expects (`--token-file`); without it the token
     /// is taken from the environment variable `TETHER_TOKEN`.
     pub controller_token_file: Option<PathBuf>,
@@ -130,6 +138,8 @@ impl Default for HostConfig {
             journal: PathBuf::from("/var/lib/tether/host-journal.jsonl"),
             api_socket: PathBuf::from("/run/tether/host.sock"),
             api_listen: None,
+            api_tls_cert: None,
+            api_tls_key: None,
             rescan_secs: 180,
             max_recoveries: 3,
             recovery_window_secs: 3600,
@@ -140,6 +150,7 @@ impl Default for HostConfig {
             guest_msgs_per_sec: 50,
             guest_max_bad_msgs: 20,
             controller: None,
+            controller_ca: None,
             controller_token_file: None,
             host_name: None,
         }
@@ -175,6 +186,12 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
+    /// The certificates to trust for an `https://` controller cannot be loaded.
+    #[error("Cannot set up TLS to the controller (controller_ca, --controller-ca)")]
+    Tls(#[source] tether_tls::TlsError),
+    /// The API's certificate or key cannot be used.
+    #[error("Cannot serve the API over HTTPS (api_tls_cert, api_tls_key)")]
+    ApiTls(#[source] tether_tls::TlsError),
     /// A value breaks its rule.
     #[error("Invalid value for {key}: {message}")]
     Invalid {
@@ -200,7 +217,8 @@ impl HostConfig {
         Ok(config)
     }
 
-    /// Checks the rules no type expresses, including that a controller comes with a token.
+    /// Checks the rules no type expresses, including that a controller comes with a token
+    /// and that a CA to trust comes with an `https://` controller.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_values()?;
         if self.recovery == RecoveryMode::Controller
@@ -211,6 +229,26 @@ impl HostConfig {
                 "\"controller\" needs a controller (--controller) that can reach this \
                  agent's API (--api-listen); use auto or local",
             ));
+        }
+        let https = self
+            .controller
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"));
+        if self.controller_ca.is_some() && !https {
+            let message = "a CA is only used with an https:// controller";
+            return Err(invalid("controller_ca", message));
+        }
+        match (&self.api_tls_cert, &self.api_tls_key, self.api_listen) {
+            (Some(_), None, _) | (None, Some(_), _) => {
+                let message = "api_tls_cert and api_tls_key (--api-tls-cert, --api-tls-key) \
+                               go together";
+                return Err(invalid("api_tls_key", message));
+            }
+            (Some(_), Some(_), None) => {
+                let message = "HTTPS is served on api_listen (--api-listen): give it too";
+                return Err(invalid("api_tls_cert", message));
+            }
+            _ => {}
         }
         if self.controller.is_some() && self.controller_token_file.is_none() {
             let from_env = std::env::var_os(TOKEN_ENV).is_some_and(|v| !v.is_empty());
@@ -355,7 +393,6 @@ mod tests {
         assert!(config.validate().is_ok());
         for (text, key, says) in [
             ("controller = \"not a url\"\n", "controller", "http://"),
-            ("controller = \"https://c:1\"\n", "controller", "TLS"),
             ("controller = \"ftp://c:1\"\n", "controller", "http://"),
             ("host_name = \"a/b\"\n", "host_name", "host name"),
         ] {
@@ -402,6 +439,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("recovery_wait_secs"), "{err}");
+    }
+
+    #[test]
+    fn a_controller_ca_needs_an_https_controller_once_flags_are_applied() {
+        let mut config = load_text(
+            "controller = \"http://c:2411\"\ncontroller_ca = \"/etc/tether/ca.pem\"\n\
+             controller_token_file = \"/etc/t\"\n",
+        )
+        .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("controller_ca") && err.contains("https://"),
+            "{err}"
+        );
+        config.controller = Some("https://c:2411".into());
+        assert!(config.validate().is_ok());
+        config.controller = None;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn api_tls_needs_a_certificate_a_key_and_a_tcp_address() {
+        let mut config = HostConfig {
+            api_tls_cert: Some("/c.pem".into()),
+            ..HostConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("go together"), "{err}");
+        config.api_tls_key = Some("/k.pem".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("api_listen"), "{err}");
+        config.api_listen = Some("127.0.0.1:0".parse().unwrap());
+        assert!(config.validate().is_ok());
     }
 
     #[test]

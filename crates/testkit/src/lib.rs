@@ -1,7 +1,10 @@
 //! Test helpers shared by tether's crates.
 //!
 //! Tests wait for conditions with [`wait_until`] instead of sleeping, make their sockets and
-//! files under a [`TempDir`], and spawn the real built binaries found by [`binary`].
+//! files under a [`TempDir`], and spawn the real built binaries found by [`binary`]. TLS tests
+//! make their certificates with [`pki::TestCa`].
+
+pub mod pki;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tether_controller::recovery::policy::RecoveryPolicy;
-use tether_controller::{read_token, Controller, ControllerConfig, ControllerError, TOKEN_ENV};
+use tether_controller::{
+    read_token, Controller, ControllerConfig, ControllerError, ServerCert, TOKEN_ENV,
+};
 
 use crate::ConfigProblem;
 
@@ -46,6 +48,21 @@ pub struct ControllerCmd {
     /// Longest wait between two recoveries of an instance, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     recovery_backoff_max_secs: u64,
+    /// Serve the API over HTTPS only, presenting this certificate chain (PEM, leaf first);
+    /// needs --tls-key. The StarlingX listener stays plain HTTP.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that https:// webhook subscribers must be signed by
+    /// [default: the system's root certificates].
+    #[arg(long, value_name = "FILE")]
+    webhook_ca: Option<PathBuf>,
+    /// CA certificates (PEM) that host agents serving their API over HTTPS
+    /// (--api-tls-cert) must be signed by [default: the system's root certificates].
+    #[arg(long, value_name = "FILE")]
+    host_ca: Option<PathBuf>,
 }
 
 impl ControllerCmd {
@@ -62,6 +79,12 @@ impl ControllerCmd {
             token,
             starlingx_listen: self.starlingx_listen,
             vim_url: self.vim_url,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| ServerCert { cert, key }),
+            webhook_ca: self.webhook_ca,
+            host_ca: self.host_ca,
         };
         let controller = Controller::open(config)
             .map_err(|e| {

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use tether_host::{build_hypervisor, HostAgent, HostArgs, HostConfig};
+use tether_host::{build_hypervisor, HostAgent, HostArgs, HostConfig, HostError};
 
 use crate::ConfigProblem;
 
@@ -23,7 +23,12 @@ impl HostCmd {
         };
         self.args.apply(&mut config);
         let hypervisor = build_hypervisor(&config).map_err(|e| ConfigProblem(crate::chain(&e)))?;
-        let agent = HostAgent::new(config, hypervisor).context("Cannot start the host agent")?;
+        let agent = match HostAgent::new(config, hypervisor) {
+            Ok(agent) => agent,
+            // Bad flags or files (an unreadable CA, …) exit with the configuration status.
+            Err(e @ HostError::Config(_)) => return Err(ConfigProblem(crate::chain(&e)).into()),
+            Err(e) => return Err(anyhow::Error::new(e).context("Cannot start the host agent")),
+        };
         agent
             .run(crate::shutdown::signalled())
             .await

@@ -1,26 +1,15 @@
 //! The `tether` binary as a user runs it: real processes, real sockets, real signals.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{tether, Guard};
 use tether_testkit::temp_dir;
-
-fn tether() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tether"))
-}
-
-/// Kills the child when a test fails half-way.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn poll_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();

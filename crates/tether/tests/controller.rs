@@ -45,6 +45,9 @@ async fn start_controller_with(
         token: TOKEN.to_owned(),
         starlingx_listen: None,
         vim_url,
+        tls: None,
+        webhook_ca: None,
+        host_ca: None,
     };
     let mut controller = Controller::open(config).expect("the controller opens its store");
     let addr = controller.bind().await.expect("the controller binds");
@@ -402,7 +405,7 @@ async fn the_vim_url_flag_is_checked_and_ctl_vim_shows_the_transmitter() {
             "http://vim:30002/nfvi-plugins",
             "is not an http://host[:port] URL",
         ),
-        ("https://vim:30002", "TLS is not built yet"),
+        ("https://vim:30002", "plain HTTP"),
     ] {
         let output = controller("127.0.0.1:0", url).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);

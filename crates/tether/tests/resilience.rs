@@ -101,6 +101,9 @@ async fn start_controller(data_dir: &std::path::Path, audit_every: Duration) -> 
         token: TOKEN.to_owned(),
         starlingx_listen: None,
         vim_url: None,
+        tls: None,
+        webhook_ca: None,
+        host_ca: None,
     };
     let mut controller = Controller::open(config)
         .unwrap()

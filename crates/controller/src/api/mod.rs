@@ -148,6 +148,20 @@ impl ApiState {
             .await
             .map_err(StoreError::Task)?
     }
+
+    /// Like [`ApiState::new`], calling host agents through `hostlink`.
+    pub fn with_hostlink(
+        store: Arc<dyn Store>,
+        token: impl Into<String>,
+        hostlink: HostLink,
+    ) -> ApiState {
+        let mut state = ApiState::new(store, token);
+        // The state was just made: nothing else holds it yet.
+        if let Some(inner) = Arc::get_mut(&mut state.inner) {
+            inner.hostlink = hostlink;
+        }
+        state
+    }
 }
 
 /// The API's routes over `state`, with authentication: exactly those of [`routes`].

@@ -24,7 +24,7 @@ type Answer<T> = Result<Json<T>, ApiError>;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewWebhook {
-    /// Where events are POSTed: `http://` with a host, at most 2,048 characters.
+    /// Where events are POSTed: `http://` or `https://` with a host, at most 2,048 characters.
     #[schema(example = "http://vim.example:8080/tether")]
     url: String,
     /// The HMAC-SHA256 signing key: 16 to 256 visible ASCII characters. Never shown again.

@@ -1,7 +1,8 @@
 //! Commands from the controller to host agents, over the agent's HTTP API.
 //!
 //! A host agent announces where its API listens (`api_url`) when it registers; [`HostLink`]
-//! calls it there, plain HTTP, one JSON request per command, each given [`REQUEST_TIMEOUT`]
+//! calls it there, over HTTP or HTTPS as the URL says, one JSON request per command, each
+//! given [`REQUEST_TIMEOUT`]
 //! from connecting to the last byte of the answer. The commands are the reporting switches
 //! (`PUT /v1/reporting`, `PUT /v1/instances/{uuid}/reporting`) and lifecycle operations
 //! (`POST /v1/instances/{uuid}/actions`, `GET /v1/operations/{id}`).
@@ -12,16 +13,17 @@
 
 pub mod resync;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
+use tether_tls::{ClientConfig, Connector};
 
 use crate::store::HostRecord;
 
@@ -120,7 +122,10 @@ pub struct HostAnswer {
 /// The controller's HTTP client of host agents; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct HostLink {
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// Whom `https://` hosts must be certified by; `None`: the system's roots.
+    ca: Option<Arc<ClientConfig>>,
+    /// Made at the first call (reading the system's roots costs time).
+    http: Arc<OnceLock<Client<Connector, Full<Bytes>>>>,
 }
 
 impl Default for HostLink {
@@ -130,14 +135,27 @@ impl Default for HostLink {
 }
 
 impl HostLink {
-    /// A client with the timeouts above.
+    /// A client with the timeouts above; `https://` hosts are verified against the system's
+    /// roots.
     pub fn new() -> HostLink {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
+        HostLink::trusting(None)
+    }
+
+    /// Like [`HostLink::new`]; `https://` hosts are verified against `ca` when given.
+    pub fn trusting(ca: Option<Arc<ClientConfig>>) -> HostLink {
         HostLink {
-            http: Client::builder(TokioExecutor::new()).build(connector),
+            ca,
+            http: Arc::new(OnceLock::new()),
         }
+    }
+
+    fn http(&self) -> &Client<Connector, Full<Bytes>> {
+        self.http.get_or_init(|| {
+            let tls = (self.ca.clone())
+                .unwrap_or_else(|| tether_tls::system_client_config("Host agents"));
+            let connector = tether_tls::connector(tls, CONNECT_TIMEOUT);
+            Client::builder(TokioExecutor::new()).build(connector)
+        })
     }
 
     /// `PUT /v1/reporting {"enabled": …}` on `host`.
@@ -259,7 +277,7 @@ impl HostLink {
             .map_err(|e| unreachable(e.into()))?;
         let exchange = async {
             let response = self
-                .http
+                .http()
                 .request(request)
                 .await
                 .map_err(|e| unreachable(e.into()))?;

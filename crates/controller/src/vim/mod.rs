@@ -31,8 +31,11 @@ const MAX_URL: usize = 2048;
 /// A VIM URL is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    /// An `https://` URL: TLS is not built yet.
-    #[error("{0:?} is an https:// URL, and TLS is not built yet; give an http:// URL")]
+    /// An `https://` URL: the VIM's plugin API is plain HTTP on loopback.
+    #[error(
+        "{0:?} is an https:// URL; the VIM's plugin API is plain HTTP (on loopback in \
+         StarlingX): give an http:// URL"
+    )]
     Https(String),
     /// Not `http://host[:port]`.
     #[error("{0:?} is not an http://host[:port] URL (no path, query or user part)")]
@@ -104,7 +107,7 @@ mod tests {
     fn anything_but_an_http_base_url_is_refused_with_a_reason() {
         let https = parse_url("https://vim:30002").unwrap_err();
         assert!(matches!(https, UrlError::Https(_)));
-        assert!(https.to_string().contains("TLS"), "{https}");
+        assert!(https.to_string().contains("plain HTTP"), "{https}");
         for bad in [
             "",
             "vim:30002",

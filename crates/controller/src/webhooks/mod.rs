@@ -9,7 +9,9 @@
 //! anything else schedules a retry after a [`Backoff`] delay, forever, until the subscriber
 //! accepts or its subscription is deleted. A controller that stops mid-delivery finds the
 //! delivery still pending when it starts again and sends it again: subscribers deduplicate
-//! with the `Idempotency-Key` header ([`idempotency_key`]).
+//! with the `Idempotency-Key` header ([`idempotency_key`]). Subscribers may be `http://` or
+//! `https://`; an `https://` subscriber must present a certificate that the given CA file, or
+//! else the system's roots, vouch for.
 
 pub(crate) mod send;
 
@@ -17,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tether_tls::ClientConfig;
 use tokio::sync::Notify;
 use tokio::task::{Id, JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -72,19 +75,15 @@ impl Backoff {
 
 /// A subscriber URL is refused: the text says why.
 pub fn check_url(url: &str) -> Result<(), String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{url:?}: https:// is not supported yet (TLS is not built yet); use http://"
-        ));
-    }
     let parsed = url.parse::<hyper::Uri>().ok();
     let has_host = parsed
         .as_ref()
         .and_then(hyper::Uri::host)
         .is_some_and(|h| !h.is_empty());
-    if !url.starts_with("http://") || !has_host || url.len() > 2048 {
+    let scheme = url.starts_with("http://") || url.starts_with("https://");
+    if !scheme || !has_host || url.len() > 2048 {
         return Err(format!(
-            "{url:?} is not an http:// URL with a host (at most 2048 characters)"
+            "{url:?} is not an http:// or https:// URL with a host (at most 2048 characters)"
         ));
     }
     Ok(())
@@ -106,9 +105,15 @@ pub fn check_secret(secret: &str) -> Result<(), String> {
 pub struct DeliveryTask(JoinHandle<()>);
 
 impl DeliveryTask {
-    /// Starts delivering from `store`'s outbox, looking again whenever `wake` is notified.
-    pub fn spawn(store: Arc<dyn Store>, wake: Arc<Notify>, backoff: Backoff) -> DeliveryTask {
-        DeliveryTask(tokio::spawn(deliver(store, wake, backoff)))
+    /// Starts delivering from `store`'s outbox, looking again whenever `wake` is notified;
+    /// `https://` subscribers are verified against `ca`, or else the system's roots.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        wake: Arc<Notify>,
+        backoff: Backoff,
+        ca: Option<Arc<ClientConfig>>,
+    ) -> DeliveryTask {
+        DeliveryTask(tokio::spawn(deliver(store, wake, backoff, ca)))
     }
 }
 
@@ -130,7 +135,9 @@ struct Outcome {
 /// The delivery loop's state.
 struct Deliverer {
     store: Arc<dyn Store>,
-    client: HttpClient,
+    /// Made at the first attempt (loading the system's roots costs time and may fail).
+    client: Option<HttpClient>,
+    ca: Option<Arc<ClientConfig>>,
     backoff: Backoff,
     attempts: JoinSet<Outcome>,
     /// Which subscription each attempt in flight is for.
@@ -138,10 +145,16 @@ struct Deliverer {
     warnings: Warnings,
 }
 
-async fn deliver(store: Arc<dyn Store>, wake: Arc<Notify>, backoff: Backoff) {
+async fn deliver(
+    store: Arc<dyn Store>,
+    wake: Arc<Notify>,
+    backoff: Backoff,
+    ca: Option<Arc<ClientConfig>>,
+) {
     let mut deliverer = Deliverer {
         store,
-        client: send::client(),
+        client: None,
+        ca,
         backoff,
         attempts: JoinSet::new(),
         running: HashMap::new(),
@@ -187,12 +200,11 @@ impl Deliverer {
             if started == free || self.running.values().any(|w| *w == webhook) {
                 continue;
             }
-            let job = attempt(
-                self.store.clone(),
-                self.client.clone(),
-                delivery,
-                self.backoff,
-            );
+            let client = self
+                .client
+                .get_or_insert_with(|| send::client(self.ca.clone()))
+                .clone();
+            let job = attempt(self.store.clone(), client, delivery, self.backoff);
             self.running.insert(self.attempts.spawn(job).id(), webhook);
             started += 1;
         }

@@ -3,8 +3,10 @@
 //!
 //! The body is the event as `GET /v1/events` shows it, serialised once per attempt from the
 //! stored event; serde_json writes the same bytes every time, so retries (and deliveries after
-//! a restart) carry the same body, signature and idempotency key.
+//! a restart) carry the same body, signature and idempotency key. `https://` subscribers are
+//! reached over TLS ([`client`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -12,12 +14,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, USER_AGENT};
 use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Sha256;
+use tether_tls::{ClientConfig, Connector};
 
 use crate::api::error_chain;
 use crate::store::{Delivery, StoredEvent};
@@ -33,18 +35,21 @@ pub const PAYLOAD_VERSION: &str = "1";
 const MAX_ANSWER: usize = 64 << 10;
 
 /// The HTTP client the delivery task shares between attempts.
-pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<Connector, Full<Bytes>>;
 
-/// A client for plain `http://` URLs with the attempt timeout on connecting.
-pub fn client() -> HttpClient {
-    client_with(ATTEMPT_TIMEOUT)
+/// A client for `http://` and `https://` URLs with the attempt timeout on connecting. It
+/// trusts `ca`, or else the system's roots; a system without any trusts no `https://`
+/// subscriber (said once, here, and in each such delivery's error).
+pub fn client(ca: Option<Arc<ClientConfig>>) -> HttpClient {
+    let tls = ca.unwrap_or_else(|| tether_tls::system_client_config("Webhook subscribers"));
+    Client::builder(TokioExecutor::new()).build(tether_tls::connector(tls, ATTEMPT_TIMEOUT))
 }
 
-/// A client for plain `http://` URLs that gives up connecting after `connect_timeout`.
+/// A client for plain `http://` URLs (an `https://` one fails: it trusts no certificate)
+/// that gives up connecting after `connect_timeout`.
 pub(crate) fn client_with(connect_timeout: Duration) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new()).build(connector)
+    let tls = tether_tls::client_config_trusting_nothing();
+    Client::builder(TokioExecutor::new()).build(tether_tls::connector(tls, connect_timeout))
 }
 
 /// The webhook body: the stored event's fields, wire-stable.

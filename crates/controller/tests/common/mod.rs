@@ -127,6 +127,9 @@ pub async fn start_configured(
         token: TOKEN.into(),
         starlingx_listen: None,
         vim_url: None,
+        tls: None,
+        webhook_ca: None,
+        host_ca: None,
     };
     tweak(&mut config);
     let mut controller = configure(Controller::open(config).unwrap());

@@ -2,18 +2,21 @@
 //!
 //! Each call is a `POST` with a JSON body and `Authorization: Bearer <token>`, given
 //! [`REQUEST_TIMEOUT`] for the whole exchange, its answer read up to [`MAX_ANSWER`] bytes. The
-//! answers the protocol defines become an [`Answer`]; anything else is a [`LinkError`].
+//! answers the protocol defines become an [`Answer`]; anything else is a [`LinkError`]. The
+//! client speaks `http://` and `https://` (`tether_tls::connector`); a failed TLS handshake is
+//! told apart from an unreachable controller ([`LinkError::Tls`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
+use tether_tls::{rustls, ClientConfig, Connector};
 
 use crate::journal::Sequenced;
 use crate::status::InstanceStatus;
@@ -29,6 +32,10 @@ pub(crate) enum LinkError {
     /// The request could not be sent or its answer not read.
     #[error("Cannot reach the controller")]
     Unreachable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The TLS handshake failed: most often a certificate that does not verify (signed by a
+    /// CA not trusted, expired, or not naming the URL's host).
+    #[error("The TLS handshake with the controller failed; check --controller-ca and the controller's certificate")]
+    Tls(#[source] rustls::Error),
     /// No answer within the time limit.
     #[error("The controller did not answer within {} s", REQUEST_TIMEOUT.as_secs())]
     Timeout,
@@ -90,15 +97,19 @@ struct AckedSeq {
 pub(crate) struct ControllerClient {
     base: String,
     bearer: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
 }
 
 impl ControllerClient {
-    /// A client of the controller at `base` (an `http://` URL without a trailing slash).
-    pub(crate) fn new(base: String, token: &str) -> ControllerClient {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(REQUEST_TIMEOUT));
-        connector.set_nodelay(true);
+    /// A client of the controller at `base` (a URL without a trailing slash); an `https://`
+    /// controller must be certified by what `tls` trusts (without it, by nothing).
+    pub(crate) fn new(
+        base: String,
+        token: &str,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> ControllerClient {
+        let tls = tls.unwrap_or_else(tether_tls::client_config_trusting_nothing);
+        let connector = tether_tls::connector(tls, REQUEST_TIMEOUT);
         let http = Client::builder(TokioExecutor::new()).build(connector);
         ControllerClient {
             base,
@@ -160,11 +171,12 @@ impl ControllerClient {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| LinkError::Unreachable(e.into()))?;
         let exchange = async {
-            let response = self
-                .http
-                .request(request)
-                .await
-                .map_err(|e| LinkError::Unreachable(e.into()))?;
+            let response = self.http.request(request).await.map_err(|e| {
+                match tether_tls::find_tls_error(&e) {
+                    Some(tls) => LinkError::Tls(tls.clone()),
+                    None => LinkError::Unreachable(e.into()),
+                }
+            })?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER)
                 .collect()

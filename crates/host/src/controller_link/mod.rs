@@ -13,18 +13,25 @@
 //! A 409 `sequence_gap` answer resends from the `acked_seq` it carries. Any other failure
 //! (refused connection, no answer within 10 s, a 5xx, 404 `unknown_host`) waits 1 s, doubling up
 //! to 30 s, and starts over at the registration, which resynchronises the full state; a 401
-//! (wrong token) waits the longest at once and is logged as an error. Failures are logged at
-//! most once per [`LOG_PERIOD`]. Nothing is kept in memory that the journal does not hold, so
+//! (wrong token) waits the longest at once and is logged as an error; so is a certificate that
+//! does not verify, which is retried with the usual back-off. Failures are logged at most once
+//! per [`LOG_PERIOD`]. Nothing is kept in memory that the journal does not hold, so
 //! neither a controller restart nor an agent restart loses an event: the controller's
 //! `acked_seq` says where to resume.
+//!
+//! An `https://` controller is reached over TLS; its certificate must be signed by the CA file
+//! `controller_ca` (`--controller-ca`), or else by one of the system's root certificates, and
+//! name the URL's host.
 //!
 //! Not to be confused with `supervisor/link.rs`, a supervisor's channel to its guest.
 
 mod client;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tether_tls::ClientConfig;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -48,8 +55,10 @@ const LOG_PERIOD: Duration = Duration::from_secs(60);
 /// Where and as whom the agent reports, read from the configuration at start.
 #[derive(Clone)]
 pub(crate) struct LinkSettings {
-    /// The controller's base URL, `http://…` without a trailing slash.
+    /// The controller's base URL, `http://…` or `https://…`, without a trailing slash.
     pub base: String,
+    /// Whom an `https://` controller's certificate must be signed by (`None` for `http://`).
+    pub tls: Option<Arc<ClientConfig>>,
     /// The bearer token.
     pub token: String,
     /// This host's name at the controller.
@@ -78,6 +87,12 @@ impl LinkSettings {
         };
         let invalid = |key, message| ConfigError::Invalid { key, message };
         let base = parse_base_url(url).map_err(|e| invalid("controller", e))?;
+        let tls = if base.starts_with("https://") {
+            let ca = config.controller_ca.as_deref();
+            Some(tether_tls::client_config(ca).map_err(ConfigError::Tls)?)
+        } else {
+            None
+        };
         let token = read_token(config.controller_token_file.as_deref())?;
         let host = match &config.host_name {
             Some(name) => name.clone(),
@@ -85,6 +100,7 @@ impl LinkSettings {
         };
         Ok(Some(LinkSettings {
             base,
+            tls,
             token,
             host,
             journal: config.journal.clone(),
@@ -93,20 +109,17 @@ impl LinkSettings {
     }
 }
 
-/// Checks a controller URL: `http://HOST:PORT[/prefix]`; answers it without a trailing `/`.
+/// Checks a controller URL: `http[s]://HOST:PORT[/prefix]`; answers it without a trailing
+/// `/`.
 pub(crate) fn parse_base_url(url: &str) -> Result<String, String> {
-    let expected = "expected http://HOST:PORT";
+    let expected = "expected http://HOST:PORT or https://HOST:PORT";
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("{url:?} is not a URL ({e}); {expected}"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "{url:?}: TLS (https://) is not built yet; use an http:// URL"
-            ))
-        }
-        _ => return Err(format!("{url:?} is not an http:// URL; {expected}")),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!(
+            "{url:?} is not an http:// or https:// URL; {expected}"
+        ));
     }
     if uri.authority().is_none() || uri.query().is_some() {
         return Err(format!("{url:?} has no host or has a query; {expected}"));
@@ -184,7 +197,11 @@ impl ControllerLink {
         written: watch::Receiver<u64>,
     ) -> ControllerLink {
         ControllerLink {
-            client: ControllerClient::new(settings.base.clone(), &settings.token),
+            client: ControllerClient::new(
+                settings.base.clone(),
+                &settings.token,
+                settings.tls.clone(),
+            ),
             reader: Some(JournalReader::new(&settings.journal)),
             settings,
             api_url,
@@ -235,6 +252,9 @@ impl ControllerLink {
             if matches!(e, LinkError::Unauthorized) {
                 tracing::error!(%controller, error, suppressed, retry_s,
                     "The controller refuses this agent; retrying");
+            } else if matches!(e, LinkError::Tls(_)) {
+                tracing::error!(%controller, error, suppressed, retry_s,
+                    "The controller's TLS certificate is not trusted; retrying");
             } else {
                 tracing::warn!(%controller, error, suppressed, retry_s,
                     "Cannot report to the controller; retrying");
@@ -327,15 +347,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_plain_http_urls_are_taken() {
+    fn only_http_and_https_urls_are_taken() {
         assert_eq!(parse_base_url("http://c:2411/").unwrap(), "http://c:2411");
         assert_eq!(parse_base_url("http://c/x").unwrap(), "http://c/x");
-        let tls = parse_base_url("https://c:2411").unwrap_err();
-        assert!(
-            tls.contains("TLS") && tls.contains("not built yet"),
-            "{tls}"
-        );
-        for bad in ["c:2411", "", "http://", "http://c:1/?a=b", "not a url"] {
+        assert_eq!(parse_base_url("https://c:2411/").unwrap(), "https://c:2411");
+        let ftp = parse_base_url("ftp://c:2411").unwrap_err();
+        assert!(ftp.contains("https://"), "{ftp}");
+        for bad in [
+            "c:2411",
+            "",
+            "http://",
+            "https://",
+            "http://c:1/?a=b",
+            "not a url",
+        ] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }
     }

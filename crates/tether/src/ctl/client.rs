@@ -1,16 +1,18 @@
 //! A small HTTP/1.1 client for the controller's API: JSON requests with a bearer token, and
-//! the Server-Sent Events stream. Plain `http://` only.
+//! the Server-Sent Events stream, over `http://` or `https://`. An `https://` controller must
+//! present a certificate signed by the `--ca-file` CA, or else by a system root.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tether_tls::Connector;
 
 /// How long one request may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -40,21 +42,48 @@ pub enum ApiError {
 pub struct ControllerClient {
     base: String,
     token: String,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
 }
 
 impl ControllerClient {
-    /// A client for `base` (`http://host:port`), sending `token`.
+    /// A client for `base` (`http://host:port` or `https://host:port`), sending `token`; an
+    /// `https://` controller is trusted if a system root signed its certificate.
     pub fn new(base: &str, token: String) -> anyhow::Result<ControllerClient> {
+        ControllerClient::with_ca_file(base, token, None)
+    }
+
+    /// Like [`ControllerClient::new`], but an `https://` controller is trusted if `ca_file`
+    /// (when given, instead of the system's roots) signed its certificate.
+    pub fn with_ca_file(
+        base: &str,
+        token: String,
+        ca_file: Option<&Path>,
+    ) -> anyhow::Result<ControllerClient> {
         let base = base.trim_end_matches('/').to_owned();
-        if base.starts_with("https://") {
-            bail!("https:// controllers are not supported yet; use http:// on a trusted network");
-        }
-        if !base.starts_with("http://") {
-            bail!("--controller must be an http:// URL, not {base:?}");
-        }
-        let http = Client::builder(TokioExecutor::new()).build_http();
+        let tls = if base.starts_with("https://") {
+            tether_tls::client_config(ca_file)?
+        } else if !base.starts_with("http://") {
+            bail!("--controller must be an http:// or https:// URL, not {base:?}");
+        } else if ca_file.is_some() {
+            bail!("--ca-file is only used with an https:// controller, not {base:?}");
+        } else {
+            tether_tls::client_config_trusting_nothing()
+        };
+        let connector = tether_tls::connector(tls, TIMEOUT);
+        let http = Client::builder(TokioExecutor::new()).build(connector);
         Ok(ControllerClient { base, token, http })
+    }
+
+    /// Why the controller could not be reached, with a hint when TLS is what failed.
+    fn unreachable(&self, error: hyper_util::client::legacy::Error) -> anyhow::Error {
+        let hint = match tether_tls::find_tls_error(&error) {
+            Some(_) => " (TLS failed: is --ca-file the CA that signed its certificate?)",
+            None => "",
+        };
+        anyhow::Error::new(error).context(format!(
+            "Cannot reach the controller at {}{hint}",
+            self.base
+        ))
     }
 
     /// `GET path`.
@@ -104,7 +133,7 @@ impl ControllerClient {
         let response = tokio::time::timeout(TIMEOUT, send)
             .await
             .with_context(|| format!("{method} {path}: no answer within {} s", TIMEOUT.as_secs()))?
-            .with_context(|| format!("Cannot reach the controller at {}", self.base))?;
+            .map_err(|e| self.unreachable(e))?;
         let status = response.status();
         let body = response.into_body();
         let bytes = http_body_util::Limited::new(body, MAX_ANSWER)
@@ -112,17 +141,18 @@ impl ControllerClient {
             .await
             .map_err(|e| anyhow::anyhow!("{method} {path}: cannot read the answer: {e}"))?
             .to_bytes();
-        let value: Value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("{method} {path}: the answer is not JSON"))?
+        // An error answer need not be JSON (a proxy's page, a TLS port's hint): its text is
+        // the message then.
+        let value: Value = match serde_json::from_slice(&bytes) {
+            Ok(value) => value,
+            Err(_) if bytes.is_empty() || !status.is_success() => Value::Null,
+            Err(e) => return Err(e).context(format!("{method} {path}: the answer is not JSON")),
         };
         if status.is_success() {
             return Ok(value);
         }
         let message = value["error"]["message"].as_str().map_or_else(
-            || String::from_utf8_lossy(&bytes).into_owned(),
+            || String::from_utf8_lossy(&bytes).trim_end().to_owned(),
             str::to_owned,
         );
         Err(match status {
@@ -147,7 +177,7 @@ impl ControllerClient {
         let response = tokio::time::timeout(TIMEOUT, self.http.request(request))
             .await
             .context("No answer from the event stream")?
-            .with_context(|| format!("Cannot reach the controller at {}", self.base))?;
+            .map_err(|e| self.unreachable(e))?;
         if !response.status().is_success() {
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED {
@@ -231,8 +261,17 @@ mod tests {
     }
 
     #[test]
-    fn only_http_controllers_are_taken() {
-        assert!(ControllerClient::new("https://c:1", "t".into()).is_err());
+    fn http_and_https_controllers_are_taken_and_a_ca_only_with_https() {
+        let dir = tether_testkit::temp_dir();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, tether_testkit::pki::TestCa::new("CA").cert_pem()).unwrap();
+        assert!(ControllerClient::new("http://c:1", "t".into()).is_ok());
+        assert!(ControllerClient::with_ca_file("https://c:1", "t".into(), Some(&ca)).is_ok());
+        let err = ControllerClient::with_ca_file("http://c:1", "t".into(), Some(&ca)).err();
+        assert!(format!("{err:?}").contains("https://"), "{err:?}");
         assert!(ControllerClient::new("c:1", "t".into()).is_err());
+        let missing = dir.path().join("missing.pem");
+        let err = ControllerClient::with_ca_file("https://c:1", "t".into(), Some(&missing)).err();
+        assert!(format!("{err:?}").contains("missing.pem"), "{err:?}");
     }
 }

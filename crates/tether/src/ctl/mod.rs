@@ -1,6 +1,6 @@
 //! `tether ctl`: the operator's command line for a controller.
 //!
-//! `tether ctl --controller URL [--token-file FILE] [--json] <hosts|instances|events> …`
+//! `tether ctl --controller URL [--token-file FILE] [--ca-file FILE] [--json] <hosts|…> …`
 //! prints human tables, or the controller's JSON with `--json` for scripts. Exit status: 0
 //! success, 1 the controller could not be reached or refused the request (or an operation
 //! failed), 2 bad flags or configuration, 3 no such host or instance, 4 the controller refused
@@ -20,12 +20,16 @@ pub use client::{ApiError, ControllerClient};
 /// Flags of `tether ctl`.
 #[derive(Debug, Args)]
 pub struct CtlArgs {
-    /// The controller's URL (`http://host:port`).
+    /// The controller's URL (`http://host:port` or `https://host:port`).
     #[arg(long, env = "TETHER_CONTROLLER", value_name = "URL")]
     controller: String,
     /// File holding the API token (else the `TETHER_TOKEN` environment variable).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// CA certificates (PEM) that an https:// controller's certificate must be signed by
+    /// [default: the system's root certificates].
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Print the controller's JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -185,7 +189,7 @@ pub fn exit_status(error: &anyhow::Error) -> Option<u8> {
 /// Runs one `tether ctl` command.
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let token = read_token(args.token_file.as_deref())?;
-    let client = ControllerClient::new(&args.controller, token)
+    let client = ControllerClient::with_ca_file(&args.controller, token, args.ca_file.as_deref())
         .map_err(|e| crate::ConfigProblem(format!("{e:#}")))?;
     let out = Output { json: args.json };
     match args.what {

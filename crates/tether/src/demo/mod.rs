@@ -184,6 +184,9 @@ async fn start_controller(dir: &Path) -> anyhow::Result<DemoController> {
         token,
         starlingx_listen: None,
         vim_url: None,
+        tls: None,
+        webhook_ca: None,
+        host_ca: None,
     };
     let mut controller =
         tether_controller::Controller::open(config).context("Cannot open the demo's controller")?;

@@ -158,6 +158,21 @@ impl Rig {
     }
 }
 
+/// The `tether` binary under test.
+pub fn tether() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+}
+
+/// Kills the child when a test ends, passed or not.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn read_journal(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines()
