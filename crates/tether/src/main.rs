@@ -1,6 +1,8 @@
 //! `tether`: one binary for the host agent, the simulator, the demo, the benchmarks and the
 //! operator's CLI (`tether ctl`), as subcommands.
 //!
+//! Run as `tetherctl` (a link to this binary), it is `tether ctl`.
+//!
 //! Exit status: 0 on success or a clean shutdown, 1 when the command failed at run time, 2 for
 //! bad flags or configuration (clap's own convention for usage errors); `tether ctl` adds 3
 //! (no such host or instance) and 4 (token refused).
@@ -45,8 +47,20 @@ enum Command {
     Ctl(ctl::CtlArgs),
 }
 
+/// The command line, with `ctl` put first when the binary runs as `tetherctl` (a link to it).
+fn args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_owned()));
+    if name.is_some_and(|n| n == "tetherctl") {
+        args.insert(1, "ctl".into());
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     if matches!(cli.command, Command::Host(_) | Command::Bench(_)) {
         // One socket per guest: thousands of guests need more than the usual 1,024 files.
         tether_bench::raise_nofile_limit();

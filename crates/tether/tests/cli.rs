@@ -104,6 +104,30 @@ fn host_help_documents_every_flag() {
 }
 
 #[test]
+fn run_as_tetherctl_the_binary_is_tether_ctl() {
+    let dir = temp_dir();
+    let link = dir.path().join("tetherctl");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tether"), &link).unwrap();
+    let out = Command::new(&link)
+        .args(["--controller", "http://127.0.0.1:9", "hosts"])
+        .env("TETHER_TOKEN", "t0ken")
+        .output()
+        .expect("tetherctl runs");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "cannot reach the controller: {text}"
+    );
+    let help = Command::new(&link).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--controller") && help.contains("instances"),
+        "{help}"
+    );
+}
+
+#[test]
 fn host_refuses_a_config_with_an_unknown_key_and_says_which() {
     let dir = temp_dir();
     let config = dir.path().join("host.toml");

@@ -143,16 +143,7 @@ impl ControllerClient {
         host: &str,
         events: &[Sequenced],
     ) -> Result<Answer, LinkError> {
-        let size = events.iter().map(|e| e.line.len() + 1).sum::<usize>();
-        let mut body = Vec::with_capacity(size + 16);
-        body.extend_from_slice(b"{\"events\":[");
-        for (i, event) in events.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(&event.line);
-        }
-        body.extend_from_slice(b"]}");
+        let body = crate::journal::events_body(events);
         let path = format!("/v1/agents/{host}/events");
         match self.post(&path, body).await? {
             (StatusCode::OK, answer) => acked_seq(&answer).map(Answer::Acked),
