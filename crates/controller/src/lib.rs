@@ -41,7 +41,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 pub use api::{openapi, router, routes, ApiState};
-pub use store::{SqliteStore, Store, StoreError};
+pub use store::{GuestTimeouts, SqliteStore, Store, StoreError};
 pub use tether_tls::{ServerCert, TlsError};
 pub use token::{read_token, TokenError, TOKEN_ENV};
 

@@ -352,6 +352,40 @@ async fn votes_and_notifications_go_to_the_host_as_one_step() {
 }
 
 #[tokio::test]
+async fn the_guest_s_own_times_are_answered_once_its_host_reported_them() {
+    let rig = Rig::start().await;
+    let times = json!({"vote_secs": 31, "shutdown_secs": 32, "suspend_secs": 33,
+        "resume_secs": 34, "restart_secs": 301});
+    let started = common::event(1, U1, "heartbeat_started", times);
+    let body = json!({ "events": [started] }).to_string();
+    let auth = format!("Bearer {TOKEN}");
+    let path = "/v1/agents/compute-0/events";
+    assert_eq!(
+        request(rig.api, "POST", path, Some(&auth), &body).await.0,
+        200
+    );
+
+    for (what, event, timeout) in [
+        ("vote", "stop", "31"),
+        ("notify", "reboot", "32"),
+        ("notify", "suspend", "33"),
+        ("notify", "unpause", "34"),
+        ("notify", "resize_end", "0"),
+    ] {
+        let body = json!({"uuid": U1, "hostname": "compute-0", "action": event});
+        let answer = rig
+            .vim("POST", &format!("/v1/instances/{U1}/{what}"), body)
+            .await;
+        assert_eq!(answer, (200, action(U1, event, timeout)), "{what} {event}");
+    }
+    assert_eq!(
+        rig.vim("GET", &format!("/v1/instances/{U1}"), Value::Null)
+            .await,
+        (200, services(U1, "enabled", "301", "enabled"))
+    );
+}
+
+#[tokio::test]
 async fn a_host_that_cannot_be_reached_gets_timeout_zero() {
     let rig = Rig::start().await;
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

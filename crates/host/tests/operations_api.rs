@@ -164,6 +164,9 @@ async fn a_single_step_journals_its_scope_and_the_guests_answer() {
         started[0]["restart_secs"], 121,
         "the double's init says 121"
     );
+    for key in ["vote_secs", "shutdown_secs", "suspend_secs", "resume_secs"] {
+        assert_eq!(started[0][key], 9, "{key}: the double's init says 9");
+    }
 
     guest.set_vote(Some((VoteResult::Reject, "busy")));
     let vote = run_to_end(&h, &guest.uuid, r#"{"action": "stop", "only": "vote"}"#).await;

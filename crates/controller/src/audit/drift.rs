@@ -142,6 +142,7 @@ mod tests {
             corrective_override: None,
             updated_at: String::new(),
             recovery_mode: None,
+            guest_timeouts: None,
         }
     }
 

@@ -25,6 +25,7 @@ fn instance(state: &str) -> InstanceRecord {
         corrective_override: None,
         updated_at: "2026-01-01T00:00:00.000Z".into(),
         recovery_mode: None,
+        guest_timeouts: None,
     }
 }
 

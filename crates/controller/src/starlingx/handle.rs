@@ -1,13 +1,13 @@
 //! Carrying out a guestAgent [`Command`]: the store holds hosts, instances and their switches,
 //! host agents are commanded through [`crate::hostlink`].
 //!
-//! Timeouts: the controller does not store a guest's own vote, notice and restart times, so
-//! it answers the reference guest's defaults as the guest sends them (10 s + 1 for the vote and
-//! every notice, 120 s + 1 for the restart) while the instance heartbeats, and `"0"` when it
-//! does not, or when the host could not be asked (so the VIM does not wait for an answer that
-//! cannot come).
+//! Timeouts: while the instance heartbeats, a guest's own vote, notice and restart times, as
+//! its `init` gave them (its host agent journals them with `heartbeat_started`); the
+//! reference guest's defaults as it sends them (10 s + 1 for the vote and every notice, 120 s
+//! + 1 for the restart) for an instance whose times the controller has not heard yet (a host
+//! agent of an earlier release); `"0"` when it does not heartbeat, or when the host could not
+//! be asked (so the VIM does not wait for an answer that cannot come).
 
-use std::sync::PoisonError;
 use std::time::SystemTime;
 
 use axum::http::StatusCode;
@@ -16,29 +16,33 @@ use serde::Serialize;
 use super::request::{Command, Fail};
 use super::{Answer, StarlingxState};
 use crate::hostlink::resync;
-use crate::store::{HostRecord, InstanceRecord};
+use crate::store::{GuestTimeouts, HostRecord, InstanceRecord};
 
-/// Vote time answered for a heartbeating instance (the reference guest's default + 1).
-pub const VOTE_SECS: u32 = 11;
-/// Shutdown notice (stop, reboot).
-pub const SHUTDOWN_SECS: u32 = 11;
-/// Suspend notice (pause, suspend, `*_migrate_begin`).
-pub const SUSPEND_SECS: u32 = 11;
-/// Resume notice (unpause, resume, `*_migrate_end`).
-pub const RESUME_SECS: u32 = 11;
-/// Restart time (how long the VIM waits for a rebooted guest).
-pub const RESTART_SECS: u32 = 121;
+/// The times answered for an instance whose guest's own are not known: the reference
+/// guest's defaults, plus one as it sends them.
+pub const DEFAULT_TIMEOUTS: GuestTimeouts = GuestTimeouts {
+    vote_secs: 11,
+    shutdown_secs: 11,
+    suspend_secs: 11,
+    resume_secs: 11,
+    restart_secs: 121,
+};
 
 /// Instance states in which the guest answers challenges.
 const HEARTBEATING: &[&str] = &["heartbeating", "unhealthy"];
 
+/// The guest's times, or the defaults.
+fn timeouts(instance: &InstanceRecord) -> GuestTimeouts {
+    instance.guest_timeouts.unwrap_or(DEFAULT_TIMEOUTS)
+}
+
 /// The notice a `notify` answers for `action`; `None` (answered `"0"`) for the resize events
 /// and anything unknown, as the reference.
-pub fn notice_secs(action: &str) -> Option<u32> {
+pub fn notice_secs(action: &str, times: &GuestTimeouts) -> Option<u32> {
     Some(match action {
-        "stop" | "reboot" => SHUTDOWN_SECS,
-        "pause" | "suspend" | "live_migrate_begin" | "cold_migrate_begin" => SUSPEND_SECS,
-        "unpause" | "resume" | "live_migrate_end" | "cold_migrate_end" => RESUME_SECS,
+        "stop" | "reboot" => times.shutdown_secs,
+        "pause" | "suspend" | "live_migrate_begin" | "cold_migrate_begin" => times.suspend_secs,
+        "unpause" | "resume" | "live_migrate_end" | "cold_migrate_end" => times.resume_secs,
         _ => return None,
     })
 }
@@ -129,10 +133,10 @@ async fn host_create(
 ) -> Result<Answer, Fail> {
     let name = match hostname {
         Some(name) => name,
-        None => known_name(state, &uuid).ok_or(Fail::NOT_FOUND)?,
+        None => known_name(state, &uuid).await?.ok_or(Fail::NOT_FOUND)?,
     };
     host(state, &name).await?.ok_or(Fail::NOT_FOUND)?;
-    learn(state, uuid, name);
+    learn(state, uuid, name).await?;
     ok(&Pass { status: "pass" })
 }
 
@@ -150,13 +154,13 @@ async fn host_reporting(
         .map_err(internal)?;
     let record = changed.ok_or(Fail::NOT_FOUND)?;
     tracing::info!(host = %record.name, enabled, "Host reporting changed by the VIM");
-    learn(state, uuid, hostname);
+    learn(state, uuid, hostname).await?;
     resync::push_host(&state.api, &record).await;
     ok(&Pass { status: "pass" })
 }
 
 async fn host_query(state: &StarlingxState, uuid: &str) -> Result<Answer, Fail> {
-    let name = known_name(state, uuid).ok_or(Fail::NOT_FOUND)?;
+    let name = known_name(state, uuid).await?.ok_or(Fail::NOT_FOUND)?;
     let record = host(state, &name).await?.ok_or(Fail::NOT_FOUND)?;
     ok(&HostState {
         uuid,
@@ -192,10 +196,11 @@ async fn lifecycle(
     vote: bool,
 ) -> Result<Answer, Fail> {
     let instance = instance(state, uuid).await?;
+    let times = timeouts(&instance);
     let secs = if vote {
-        Some(VOTE_SECS)
+        Some(times.vote_secs)
     } else {
-        notice_secs(action)
+        notice_secs(action, &times)
     };
     let mut timeout = 0;
     if HEARTBEATING.contains(&instance.state.as_str()) {
@@ -250,7 +255,12 @@ fn services<'a>(instance: &'a InstanceRecord, hostname: &'a str) -> Services<'a>
         services: [Service {
             service: "heartbeat",
             state: on_off(instance.reporting_enabled),
-            restart_timeout: if heartbeating { RESTART_SECS } else { 0 }.to_string(),
+            restart_timeout: if heartbeating {
+                timeouts(instance).restart_secs
+            } else {
+                0
+            }
+            .to_string(),
             status: on_off(heartbeating),
         }],
     }
@@ -276,14 +286,23 @@ async fn host(state: &StarlingxState, name: &str) -> Result<Option<HostRecord>, 
     found.map_err(internal)
 }
 
-fn known_name(state: &StarlingxState, uuid: &str) -> Option<String> {
-    let hosts = state.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-    hosts.get(uuid).cloned()
+/// The name of the host the VIM calls `uuid`, as it said earlier (kept in the store).
+async fn known_name(state: &StarlingxState, uuid: &str) -> Result<Option<String>, Fail> {
+    let uuid = uuid.to_owned();
+    let found = state
+        .api
+        .store(move |store| store.starlingx_host(&uuid))
+        .await;
+    found.map_err(internal)
 }
 
-fn learn(state: &StarlingxState, uuid: String, name: String) {
-    let mut hosts = state.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-    hosts.insert(uuid, name);
+/// Remembers that the VIM calls host `name` by `uuid`.
+async fn learn(state: &StarlingxState, uuid: String, name: String) -> Result<(), Fail> {
+    let stored = state
+        .api
+        .store(move |store| store.set_starlingx_host(&uuid, &name))
+        .await;
+    stored.map_err(internal)
 }
 
 fn ok(body: &impl Serialize) -> Result<Answer, Fail> {
@@ -306,12 +325,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notices_follow_the_reference_table() {
-        assert_eq!(notice_secs("reboot"), Some(SHUTDOWN_SECS));
-        assert_eq!(notice_secs("live_migrate_begin"), Some(SUSPEND_SECS));
-        assert_eq!(notice_secs("cold_migrate_end"), Some(RESUME_SECS));
-        assert_eq!(notice_secs("resize_begin"), None);
-        assert_eq!(notice_secs("resize_end"), None);
-        assert_eq!(notice_secs("bogus"), None);
+    fn notices_follow_the_reference_table_with_the_guest_s_times() {
+        let times = GuestTimeouts {
+            vote_secs: 5,
+            shutdown_secs: 6,
+            suspend_secs: 7,
+            resume_secs: 8,
+            restart_secs: 300,
+        };
+        assert_eq!(notice_secs("reboot", &times), Some(6));
+        assert_eq!(notice_secs("live_migrate_begin", &times), Some(7));
+        assert_eq!(notice_secs("cold_migrate_end", &times), Some(8));
+        assert_eq!(notice_secs("stop", &DEFAULT_TIMEOUTS), Some(11));
+        for silent in ["resize_begin", "resize_end", "bogus"] {
+            assert_eq!(notice_secs(silent, &times), None);
+        }
     }
 }

@@ -7,14 +7,10 @@
 //! [`request::Command`]; [`handle`] carries it out on the store and the host agents.
 //!
 //! The VIM knows hosts by uuid, tether by name: the uuid → name map is learnt from the
-//! `hostname` of the VIM's host requests and kept in memory (the VIM repeats them on its
-//! audit, so a restarted controller learns it again).
+//! `hostname` of the VIM's host requests and kept in the store, so it survives a restart.
 
 pub mod handle;
 pub mod request;
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -36,17 +32,12 @@ const MAX_BODY: usize = 64 << 10;
 #[derive(Clone)]
 pub struct StarlingxState {
     api: ApiState,
-    /// Host uuid → host name, as the VIM's requests said.
-    hosts: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl StarlingxState {
     /// State over the controller's store and host link.
     pub fn new(api: ApiState) -> StarlingxState {
-        StarlingxState {
-            api,
-            hosts: Arc::default(),
-        }
+        StarlingxState { api }
     }
 }
 

@@ -73,9 +73,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_pending ON deliveries (webhook_id, id)
         WHERE delivered_at_ms IS NULL;",
     // 3: who recovers a failed guest (per host, per instance), the recovery decisions taken,
-    // and the VIM event transmitter's position in the event log.
+    // the guest's notice times, the StarlingX VIM's host uuids, and the VIM event
+    // transmitter's position in the event log.
     "ALTER TABLE hosts ADD COLUMN recovery_mode TEXT;
     ALTER TABLE instances ADD COLUMN recovery_mode TEXT;
+    ALTER TABLE instances ADD COLUMN vote_secs INTEGER;
+    ALTER TABLE instances ADD COLUMN shutdown_secs INTEGER;
+    ALTER TABLE instances ADD COLUMN suspend_secs INTEGER;
+    ALTER TABLE instances ADD COLUMN resume_secs INTEGER;
+    ALTER TABLE instances ADD COLUMN restart_secs INTEGER;
+    CREATE TABLE starlingx_hosts (
+        uuid TEXT PRIMARY KEY NOT NULL,
+        name TEXT NOT NULL
+    );
     CREATE TABLE recoveries (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         instance TEXT NOT NULL,

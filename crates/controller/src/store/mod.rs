@@ -76,8 +76,27 @@ pub struct InstanceRecord {
     /// Who recovers this guest when it fails, if set for it; `null` follows its host.
     #[schema(required = true)]
     pub recovery_mode: Option<RecoveryMode>,
+    /// The guest's vote and notice times from its `init`, once it heartbeated.
+    #[schema(required = true)]
+    pub guest_timeouts: Option<GuestTimeouts>,
     /// When the row last changed (RFC 3339, UTC).
     pub updated_at: String,
+}
+
+/// A guest's vote and notice times, in seconds, as its `init` gave them (the reference guest
+/// adds one second to each of its settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct GuestTimeouts {
+    /// Time for a vote.
+    pub vote_secs: u32,
+    /// Notice before stop and reboot.
+    pub shutdown_secs: u32,
+    /// Notice before pause, suspend and the start of a resize or migration.
+    pub suspend_secs: u32,
+    /// Notice after unpause, resume and the end of a resize or migration.
+    pub resume_secs: u32,
+    /// How long the guest may take to come back after a reboot.
+    pub restart_secs: u32,
 }
 
 /// A corrective action an operator can impose on an instance.
@@ -503,6 +522,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// An instance's newest `limit` decisions, oldest first.
     fn recoveries(&self, uuid: &str, limit: u32) -> Result<Vec<RecoveryDecision>, StoreError>;
+
+    /// The host name the StarlingX VIM's host `uuid` stands for, as it said earlier.
+    fn starlingx_host(&self, uuid: &str) -> Result<Option<String>, StoreError>;
+
+    /// Remembers that the StarlingX VIM calls host `name` by `uuid`.
+    fn set_starlingx_host(&self, uuid: &str, name: &str) -> Result<(), StoreError>;
 
     /// When an instance's recoveries were ordered, at or after `since_ms` (ms since the Unix
     /// epoch), oldest first.

@@ -19,9 +19,9 @@ use serde_json::{Map, Value};
 use super::vim;
 use super::{
     migrations, outbox, recoveries, state_after, Appended, CorrectiveAction, DueDeliveries,
-    EventQuery, HostRecord, InstanceFilter, InstanceRecord, NewDecision, NewEvent, PendingFailure,
-    RecoveryDecision, RecoveryMode, Registration, Store, StoreError, StoredEvent, WebhookRecord,
-    WebhookStatus, GONE,
+    EventQuery, GuestTimeouts, HostRecord, InstanceFilter, InstanceRecord, NewDecision, NewEvent,
+    PendingFailure, RecoveryDecision, RecoveryMode, Registration, Store, StoreError, StoredEvent,
+    WebhookRecord, WebhookStatus, GONE,
 };
 use crate::clock::{format_ts, unix_ms};
 
@@ -39,7 +39,7 @@ const HOST_COLUMNS: &str =
     "name, api_url, reporting_enabled, registered_at, last_seen, acked_seq, recovery_mode";
 const INSTANCE_COLUMNS: &str = "uuid, host, name, state, interval_ms, health, \
      corrective_action, reason, reporting_enabled, corrective_override, updated_at, \
-     recovery_mode";
+     recovery_mode, vote_secs, shutdown_secs, suspend_secs, resume_secs, restart_secs";
 pub(super) const EVENT_COLUMNS: &str = "id, host, host_seq, ts, instance, name, event, details";
 
 impl SqliteStore {
@@ -337,6 +337,21 @@ impl Store for SqliteStore {
         recoveries::record(&self.conn(), decision, now)
     }
 
+    fn starlingx_host(&self, uuid: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT name FROM starlingx_hosts WHERE uuid = ?1")?;
+        Ok(stmt.query_row([uuid], |row| row.get(0)).optional()?)
+    }
+
+    fn set_starlingx_host(&self, uuid: &str, name: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO starlingx_hosts (uuid, name) VALUES (?1, ?2)
+             ON CONFLICT (uuid) DO UPDATE SET name = excluded.name",
+            params![uuid, name],
+        )?;
+        Ok(())
+    }
+
     fn recoveries(&self, uuid: &str, limit: u32) -> Result<Vec<RecoveryDecision>, StoreError> {
         recoveries::of_instance(&self.conn(), uuid, limit)
     }
@@ -472,6 +487,28 @@ fn apply_to_instance(
                      corrective_action = COALESCE(?3, corrective_action) WHERE uuid = ?1",
                 params![event.instance, interval, text("action")],
             )?;
+            let secs = |key: &str| {
+                event
+                    .details
+                    .get(key)
+                    .and_then(Value::as_u64)
+                    .and_then(|s| u32::try_from(s).ok())
+            };
+            tx.execute(
+                "UPDATE instances SET vote_secs = COALESCE(?2, vote_secs),
+                     shutdown_secs = COALESCE(?3, shutdown_secs),
+                     suspend_secs = COALESCE(?4, suspend_secs),
+                     resume_secs = COALESCE(?5, resume_secs),
+                     restart_secs = COALESCE(?6, restart_secs) WHERE uuid = ?1",
+                params![
+                    event.instance,
+                    secs("vote_secs"),
+                    secs("shutdown_secs"),
+                    secs("suspend_secs"),
+                    secs("resume_secs"),
+                    secs("restart_secs")
+                ],
+            )?;
         }
         _ => {}
     }
@@ -523,6 +560,30 @@ fn instance_row(row: &Row<'_>) -> rusqlite::Result<InstanceRecord> {
         corrective_override: corrective_override.and_then(|a| a.parse().ok()),
         updated_at: row.get(10)?,
         recovery_mode: mode_column(row.get(11)?),
+        guest_timeouts: timeouts_columns(row, 12)?,
+    })
+}
+
+/// The guest's times from five columns starting at `at`; `None` unless all are set.
+fn timeouts_columns(row: &Row<'_>, at: usize) -> rusqlite::Result<Option<GuestTimeouts>> {
+    let secs: [Option<u32>; 5] = [
+        row.get(at)?,
+        row.get(at + 1)?,
+        row.get(at + 2)?,
+        row.get(at + 3)?,
+        row.get(at + 4)?,
+    ];
+    Ok(match secs {
+        [Some(vote_secs), Some(shutdown_secs), Some(suspend_secs), Some(resume_secs), Some(restart_secs)] => {
+            Some(GuestTimeouts {
+                vote_secs,
+                shutdown_secs,
+                suspend_secs,
+                resume_secs,
+                restart_secs,
+            })
+        }
+        _ => None,
     })
 }
 

@@ -105,12 +105,24 @@ fn everything_survives_a_reopen() {
             now(),
         )
         .unwrap();
+    let times = json!({"vote_secs": 31, "shutdown_secs": 32, "suspend_secs": 33,
+        "resume_secs": 34, "restart_secs": 301});
     let events = [
-        event(1, "a", "heartbeat_lost", json!({"misses": 3})),
-        event(2, "a", "recovery_started", json!({"action": "reboot"})),
+        event(1, "a", "heartbeat_started", times),
+        event(2, "a", "heartbeat_lost", json!({"misses": 3})),
+        event(3, "a", "recovery_started", json!({"action": "reboot"})),
     ];
     store.append_events("h1", &events, now()).unwrap();
     store.set_host_reporting("h1", false).unwrap();
+    store
+        .set_host_recovery_mode("h1", RecoveryMode::Vim)
+        .unwrap();
+    store
+        .set_instance_recovery_mode("a", Some(RecoveryMode::Builtin), now())
+        .unwrap();
+    store
+        .set_starlingx_host("8d80875b-0000-4000-8000-000000000001", "h1")
+        .unwrap();
     store.set_instance_reporting("a", false, now()).unwrap();
     store
         .set_corrective_override("a", Some(CorrectiveAction::Stop), now())
@@ -120,17 +132,28 @@ fn everything_survives_a_reopen() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let host = store.host("h1").unwrap().unwrap();
     assert!(!host.reporting_enabled);
-    assert_eq!(host.acked_seq, 2);
+    assert_eq!(host.acked_seq, 3);
+    assert_eq!(host.recovery_mode, RecoveryMode::Vim);
+    let learnt = store.starlingx_host("8d80875b-0000-4000-8000-000000000001");
+    assert_eq!(learnt.unwrap().as_deref(), Some("h1"));
+    assert_eq!(store.starlingx_host("other").unwrap(), None);
     assert_eq!(host.api_url.as_deref(), Some("http://10.0.0.1:7000"));
     let a = store.instance("a").unwrap().unwrap();
     assert_eq!(a.state, "recovering");
     assert!(!a.reporting_enabled);
     assert_eq!(a.corrective_override, Some(CorrectiveAction::Stop));
+    assert_eq!(a.recovery_mode, Some(RecoveryMode::Builtin));
+    let times = a.guest_timeouts.unwrap();
+    assert_eq!(
+        (times.vote_secs, times.shutdown_secs, times.suspend_secs),
+        (31, 32, 33)
+    );
+    assert_eq!((times.resume_secs, times.restart_secs), (34, 301));
     let stored = store.events(&EventQuery::default()).unwrap();
-    assert_eq!(stored.len(), 2);
-    assert_eq!(stored[0].details["misses"], 3);
-    assert_eq!(stored[1].event, "recovery_started");
-    assert!(stored[0].id < stored[1].id);
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[1].details["misses"], 3);
+    assert_eq!(stored[2].event, "recovery_started");
+    assert!(stored[1].id < stored[2].id);
 }
 
 #[test]

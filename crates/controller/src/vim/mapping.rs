@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::hostlink::encode_segment;
-use crate::starlingx::handle::RESTART_SECS;
+use crate::starlingx::handle::DEFAULT_TIMEOUTS;
 use crate::store::{CorrectiveAction, HostRecord, InstanceRecord, StoredEvent};
 
 /// The events that set an instance's state ([`crate::store::state_after`]): the newest of them
@@ -106,7 +106,9 @@ pub fn patches(event: &StoredEvent, context: &Context) -> Vec<VimPatch> {
     let mut out = Vec::new();
     if name == "heartbeat_started" {
         let restart = event.details.get("restart_secs").and_then(Value::as_u64);
-        let restart = restart.unwrap_or(u64::from(RESTART_SECS)).to_string();
+        let restart = restart
+            .unwrap_or(u64::from(DEFAULT_TIMEOUTS.restart_secs))
+            .to_string();
         out.push(service(event, context, "enabled", restart));
     }
     let was_heartbeating = context

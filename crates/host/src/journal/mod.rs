@@ -44,7 +44,8 @@ pub enum EventKind {
     ChannelConnected,
     /// The channel closed or was closed (`reason` says why).
     ChannelDisconnected,
-    /// The first healthy answer after an `init` (`interval_ms`, `action`, `restart_secs`).
+    /// The first healthy answer after an `init` (`interval_ms`, `action`, and the guest's
+    /// `vote_secs`, `shutdown_secs`, `suspend_secs`, `resume_secs`, `restart_secs`).
     HeartbeatStarted,
     /// A challenge went unanswered for an interval.
     HeartbeatMissed,
@@ -158,6 +159,18 @@ pub struct Details {
     /// The guest's restart time from its `init` (`heartbeat_started`), in seconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restart_secs: Option<u32>,
+    /// The guest's vote time from its `init` (`heartbeat_started`), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vote_secs: Option<u32>,
+    /// The guest's shutdown notice time from its `init` (`heartbeat_started`), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_secs: Option<u32>,
+    /// The guest's suspend notice time from its `init` (`heartbeat_started`), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspend_secs: Option<u32>,
+    /// The guest's resume notice time from its `init` (`heartbeat_started`), in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_secs: Option<u32>,
     /// The single step a lifecycle operation ran (`vote`, `notify`); unset for the full
     /// sequence.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -74,11 +74,16 @@ impl Supervisor {
                 self.backoff.reset();
                 self.end_episode();
                 let guest = self.fsm.guest();
+                let notices = guest.map(|g| g.notices);
                 let details = Details {
                     rtt_us: Some(rtt_us),
                     interval_ms: guest.map(|g| g.interval.as_millis() as u64),
                     action: guest.map(|g| g.corrective_action.as_str()),
-                    restart_secs: guest.map(|g| g.notices.restart_secs),
+                    restart_secs: notices.map(|n| n.restart_secs),
+                    vote_secs: notices.map(|n| n.vote_secs),
+                    shutdown_secs: notices.map(|n| n.shutdown_secs),
+                    suspend_secs: notices.map(|n| n.suspend_secs),
+                    resume_secs: notices.map(|n| n.resume_secs),
                     ..Details::default()
                 };
                 self.chatter(EventKind::HeartbeatStarted, details);

@@ -36,6 +36,7 @@ fn instance(reporting: bool, imposed: Option<CorrectiveAction>) -> InstanceRecor
         corrective_override: imposed,
         updated_at: "2026-01-02T03:04:05.678Z".into(),
         recovery_mode: None,
+        guest_timeouts: None,
     }
 }
 
