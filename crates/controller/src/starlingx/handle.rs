@@ -2,11 +2,11 @@
 //! host agents are commanded through [`crate::hostlink`].
 //!
 //! Timeouts: while the instance heartbeats, a guest's own vote, notice and restart times, as
-//! its `init` gave them (its host agent journals them with `heartbeat_started`); the
-//! reference guest's defaults as it sends them (10 s + 1 for the vote and every notice, 120 s
-//! + 1 for the restart) for an instance whose times the controller has not heard yet (a host
-//! agent of an earlier release); `"0"` when it does not heartbeat, or when the host could not
-//! be asked (so the VIM does not wait for an answer that cannot come).
+//! its `init` gave them (its host agent journals them with `heartbeat_started`), or, for an
+//! instance whose times the controller has not heard yet (a host agent of an earlier
+//! release), the reference guest's defaults as it sends them (11 s for the vote and every
+//! notice, 121 s for the restart); `"0"` when it does not heartbeat, or when the host could
+//! not be asked (so the VIM does not wait for an answer that cannot come).
 
 use std::time::SystemTime;
 
