@@ -77,6 +77,16 @@ fn demo_scenario_detects_and_recovers_every_fault_and_exits_zero() {
         summary.contains("2 guests without a fault: 0 corrective actions"),
         "{summary}"
     );
+    // The hang and the crash are lost; the agent leaves both to the controller, which orders
+    // them (the unhealthy guest asks for its own action, also through the controller).
+    let controller = stdout
+        .lines()
+        .find(|l| l.starts_with("Controller ("))
+        .expect("the controller's summary");
+    assert!(
+        !controller.contains("(0 ordered by the controller)"),
+        "{controller}"
+    );
 }
 
 #[test]

@@ -87,6 +87,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.controller = Some(controller.url.clone());
     config.controller_token_file = Some(controller.token_file.clone());
     config.host_name = Some("demo-host".into());
+    // The controller calls the agent back here to order recoveries (built-in mode).
+    config.api_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let hypervisor = tether_host::build_hypervisor(&config)?;
     let agent = HostAgent::new(config, hypervisor).context("Cannot start the host agent")?;
     let view = agent.view();
@@ -158,15 +160,21 @@ impl DemoController {
         };
         let events = events["events"].as_array().cloned().unwrap_or_default();
         let count = |kind: &str| events.iter().filter(|e| e["event"] == kind).count();
+        let ordered = events
+            .iter()
+            .filter(|e| e["event"] == "recovery_started" && e["details"]["by"] == "controller")
+            .count();
         println!(
             "Controller ({}): {} instances of demo-host, {} events stored: {} heartbeat_lost, \
-             {} guest_unhealthy, {} recovery_done, {} operation_finished",
+             {} guest_unhealthy, {} recovery_done ({} ordered by the controller), \
+             {} operation_finished",
             self.url,
             instances.as_array().map_or(0, Vec::len),
             events.len(),
             count("heartbeat_lost"),
             count("guest_unhealthy"),
             count("recovery_done"),
+            ordered,
             count("operation_finished"),
         );
     }
