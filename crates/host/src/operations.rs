@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::journal::format_ts;
 use crate::lifecycle::{OpState, Run, Scope, Step};
-use crate::supervisor::Command;
+use crate::supervisor::{Command, Operate};
 
 /// Finished operations remembered.
 pub const KEEP_FINISHED: usize = 1000;
@@ -118,11 +118,11 @@ impl Operations {
             return Err(BeginError::Busy(id.clone()));
         }
         let id = new_id(&table);
-        let command = Command::Operate {
+        let command = Command::Operate(Box::new(Operate {
             id: id.clone(),
             event,
             scope,
-        };
+        }));
         if commands.try_send(command).is_err() {
             // The supervisor is ending or swamped with commands; a retry will tell which.
             return Err(BeginError::Busy(String::new()));
@@ -250,8 +250,8 @@ mod tests {
         assert!(ops.begin("u2", EventType::Stop).is_ok());
         assert!(matches!(
             rx.try_recv().ok(),
-            Some(Command::Operate { id: sent, event: EventType::Pause, scope: Scope::Full })
-                if sent == id
+            Some(Command::Operate(op))
+                if op.id == id && op.event == EventType::Pause && op.scope == Scope::Full
         ));
         let record = ops.get(&id).unwrap();
         assert_eq!((record.state, record.action), (OpState::Voting, "pause"));

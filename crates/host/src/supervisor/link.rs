@@ -8,6 +8,7 @@
 //! into one reused buffer and written without blocking; a guest that stops reading until that
 //! buffer passes [`MAX_PENDING`] is disconnected.
 
+use std::future::Future;
 use std::io;
 
 use tether_proto::{encode_into, DecodeError, Decoder, Message, MAX_MSG_SIZE};
@@ -60,14 +61,16 @@ impl Link {
         }
     }
 
-    /// Waits until the socket may be readable.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.stream.readable().await
+    /// Waits until the socket may be readable. Polls the stream's own readiness slot rather
+    /// than awaiting `UnixStream::readable`, whose future carries a waiter of its own (about
+    /// 150 bytes, held in every guest's task while it waits).
+    pub fn readable(&self) -> impl Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(|cx| self.stream.poll_read_ready(cx))
     }
 
-    /// Waits until the socket may be writable.
-    pub async fn writable(&self) -> io::Result<()> {
-        self.stream.writable().await
+    /// Waits until the socket may be writable (as [`Link::readable`] does).
+    pub fn writable(&self) -> impl Future<Output = io::Result<()>> + '_ {
+        std::future::poll_fn(|cx| self.stream.poll_write_ready(cx))
     }
 
     /// Reads what the limits allow, handing every completed frame to `on_frame`.

@@ -14,6 +14,8 @@ mod operation;
 mod order;
 mod report;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,17 +70,23 @@ pub(crate) enum Command {
     Reconnect,
     /// The socket file is gone or the agent stops: finish and return.
     Stop,
-    /// Run lifecycle operation `id` (already filed with [`Operations::begin`]).
-    Operate {
-        /// The operation id.
-        id: String,
-        /// What to do.
-        event: EventType,
-        /// How much of the sequence to run.
-        scope: Scope,
-    },
+    /// Run a lifecycle operation (already filed with [`Operations::begin`]).
+    Operate(Box<Operate>),
     /// Carry out a recovery the controller decided.
-    Recover(Order),
+    Recover(Box<Order>),
+}
+
+/// A lifecycle operation for a supervisor to run. [`Command`] carries it boxed: every guest's
+/// command channel holds a block of slots of the size of a command from the start, so a
+/// command stays two words however much an operation or an order carries.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Operate {
+    /// The operation id.
+    pub id: String,
+    /// What to do.
+    pub event: EventType,
+    /// How much of the sequence to run.
+    pub scope: Scope,
 }
 
 /// What a finished supervisor hands back to the registry.
@@ -135,8 +143,9 @@ pub(crate) struct Supervisor {
     connected: bool,
     connects: u32,
     protocol_errors: u64,
-    operation: Option<operation::Current>,
-    episode: Option<Episode>,
+    /// Rare state, boxed so that the task stays small while it is `None`.
+    operation: Option<Box<operation::Current>>,
+    episode: Option<Box<Episode>>,
 }
 
 impl Supervisor {
@@ -172,24 +181,31 @@ impl Supervisor {
     }
 
     /// Runs until stopped or until the socket file is gone.
-    pub(crate) async fn run(mut self) -> Ended {
-        let mut wait = None;
-        loop {
-            let stream = match self.connect(wait).await {
-                Connect::Connected(stream) => stream,
-                Connect::Gone | Connect::Stop => break,
-            };
-            match self.session(stream).await {
-                session::End::Stop => break,
-                session::End::ReconnectNow => wait = None,
-                session::End::Retry => wait = Some(self.backoff.next()),
+    ///
+    /// Not an `async fn`: one of those keeps its by-value arguments twice in its future (as
+    /// passed and as moved into the body), which doubled the supervisor's state in every
+    /// guest's task. The `async move` block keeps `self` once.
+    #[allow(clippy::manual_async_fn)] // an `async fn` would store `self` twice, see above
+    pub(crate) fn run(mut self) -> impl std::future::Future<Output = Ended> + Send {
+        async move {
+            let mut wait = None;
+            loop {
+                let stream = match self.connect(wait).await {
+                    Connect::Connected(stream) => stream,
+                    Connect::Gone | Connect::Stop => break,
+                };
+                match self.session(stream).await {
+                    session::End::Stop => break,
+                    session::End::ReconnectNow => wait = None,
+                    session::End::Retry => wait = Some(self.backoff.next()),
+                }
             }
-        }
-        self.finish_recovery().await;
-        self.finish_operation().await;
-        Ended {
-            uuid: self.uuid,
-            history: self.recovery.into_history(),
+            self.finish_recovery().await;
+            self.finish_operation().await;
+            Ended {
+                uuid: self.uuid,
+                history: self.recovery.into_history(),
+            }
         }
     }
 
@@ -200,8 +216,8 @@ impl Supervisor {
                 match self.pause(wait).await {
                     Some(Command::Stop) => return Connect::Stop,
                     Some(Command::Reconnect) => self.backoff.reset(),
-                    Some(Command::Recover(order)) => self.on_order(order, Instant::now()),
-                    Some(Command::Operate { .. }) | None => {}
+                    Some(Command::Recover(order)) => self.on_order(*order, Instant::now()),
+                    Some(Command::Operate(_)) | None => {}
                 }
             }
             match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.path)).await {
@@ -225,20 +241,18 @@ impl Supervisor {
             episode_timer.set(self.episode_deadline());
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(Command::Operate { id, event, scope }) => {
-                        self.begin_operation(id, event, scope, None, Instant::now());
-                    }
-                    Some(Command::Recover(order)) => self.on_order(order, Instant::now()),
+                    Some(Command::Operate(op)) => self.begin_operation(*op, None, Instant::now()),
+                    Some(Command::Recover(order)) => self.on_order(*order, Instant::now()),
                     other => return Some(other.unwrap_or(Command::Stop)),
                 },
-                () = episode_timer.sleep.as_mut(), if episode_timer.armed.is_some() => {
+                () = episode_timer.expired(), if episode_timer.armed().is_some() => {
                     self.check_episode(Instant::now());
                 }
                 done = self.recovery.finished() => self.on_recovery_done(done),
                 result = operation::acted(&mut self.operation), if self.operation_acting() => {
                     self.operation_input(RunInput::Acted(result), None, Instant::now());
                 }
-                () = op_timer.sleep.as_mut(), if op_timer.armed.is_some() => {
+                () = op_timer.expired(), if op_timer.armed().is_some() => {
                     self.operation_input(RunInput::Timer, None, Instant::now());
                 }
                 () = &mut sleep => return None,
