@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 use tether_proto::EventType;
-use tokio::sync::mpsc;
 
 use crate::journal::format_ts;
 use crate::lifecycle::{OpState, Run, Scope, Step};
-use crate::supervisor::{Command, Operate};
+use crate::supervisor::{Command, Mailbox, Operate};
 
 /// Finished operations remembered.
 pub const KEEP_FINISHED: usize = 1000;
@@ -57,7 +56,7 @@ struct Table {
     records: HashMap<String, OperationRecord>,
     finished: VecDeque<String>,
     running: HashMap<Arc<str>, String>,
-    controls: HashMap<Arc<str>, mpsc::Sender<Command>>,
+    controls: HashMap<Arc<str>, Mailbox>,
 }
 
 /// Shared handle on every operation; cheap to clone.
@@ -72,12 +71,12 @@ impl Operations {
     }
 
     /// Makes operations on `uuid` go to the supervisor behind `commands`.
-    pub(crate) fn attach(&self, uuid: &Arc<str>, commands: mpsc::Sender<Command>) {
+    pub(crate) fn attach(&self, uuid: &Arc<str>, commands: Mailbox) {
         self.lock().controls.insert(Arc::clone(uuid), commands);
     }
 
     /// Where commands for the supervisor of `uuid` go, if it runs.
-    pub(crate) fn commands(&self, uuid: &str) -> Option<mpsc::Sender<Command>> {
+    pub(crate) fn commands(&self, uuid: &str) -> Option<Mailbox> {
         self.lock().controls.get(uuid).cloned()
     }
 
@@ -222,8 +221,8 @@ fn new_id(table: &Table) -> String {
 mod tests {
     use super::*;
 
-    fn attached(ops: &Operations, uuid: &str) -> mpsc::Receiver<Command> {
-        let (tx, rx) = mpsc::channel(4);
+    fn attached(ops: &Operations, uuid: &str) -> crate::supervisor::Inbox {
+        let (tx, rx) = crate::supervisor::mailbox();
         ops.attach(&Arc::from(uuid), tx);
         rx
     }
@@ -249,7 +248,7 @@ mod tests {
         );
         assert!(ops.begin("u2", EventType::Stop).is_ok());
         assert!(matches!(
-            rx.try_recv().ok(),
+            rx.try_recv(),
             Some(Command::Operate(op))
                 if op.id == id && op.event == EventType::Pause && op.scope == Scope::Full
         ));
@@ -278,7 +277,7 @@ mod tests {
         let mut ids = Vec::new();
         for _ in 0..=KEEP_FINISHED {
             let id = ops.begin("u1", EventType::Stop).unwrap();
-            assert!(rx.try_recv().is_ok());
+            assert!(rx.try_recv().is_some());
             ops.refuse(&id, "test");
             ids.push(id);
         }

@@ -10,6 +10,7 @@
 //! or any other guest. The registry talks to the task through [`Command`]s.
 
 mod link;
+mod mailbox;
 mod operation;
 mod order;
 mod report;
@@ -24,7 +25,6 @@ use std::time::Duration;
 use tether_hypervisor::Hypervisor;
 use tether_proto::EventType;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::deferral::{DeferralPolicy, Episode};
@@ -61,6 +61,7 @@ pub(crate) struct Settings {
     pub deferral: DeferralPolicy,
 }
 
+pub(crate) use mailbox::{mailbox, Inbox, Mailbox};
 pub(crate) use order::{Order, OrderOutcome};
 
 /// What the registry or the API tells a supervisor.
@@ -132,7 +133,7 @@ pub(crate) struct Supervisor {
     settings: Arc<Settings>,
     uuid: Arc<str>,
     path: PathBuf,
-    commands: mpsc::Receiver<Command>,
+    commands: Inbox,
     status: StatusCell,
     fsm: HeartbeatFsm,
     recovery: Recovery,
@@ -154,7 +155,7 @@ impl Supervisor {
         settings: Arc<Settings>,
         uuid: Arc<str>,
         path: PathBuf,
-        commands: mpsc::Receiver<Command>,
+        commands: Inbox,
         status: StatusCell,
         history: RecoveryHistory,
     ) -> Supervisor {

@@ -7,9 +7,7 @@ use std::mem::{size_of, size_of_val};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
-use super::{Command, Settings, Supervisor};
+use super::{mailbox, Command, Settings, Supervisor};
 use crate::config::RecoveryMode;
 use crate::deferral::DeferralPolicy;
 use crate::operations::Operations;
@@ -48,7 +46,7 @@ fn the_supervisor_task_stays_small() {
     let settings = settings(&dir.path().join("journal.jsonl"));
     let uuid: Arc<str> = "u".into();
     let status = AgentView::default().insert(&uuid);
-    let (_tx, rx) = mpsc::channel(1);
+    let (_tx, rx) = mailbox();
     let supervisor = Supervisor::new(
         settings,
         uuid,
