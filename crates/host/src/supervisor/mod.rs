@@ -77,9 +77,9 @@ pub(crate) enum Command {
     Recover(Box<Order>),
 }
 
-/// A lifecycle operation for a supervisor to run. [`Command`] carries it boxed: every guest's
-/// command channel holds a block of slots of the size of a command from the start, so a
-/// command stays two words however much an operation or an order carries.
+/// A lifecycle operation for a supervisor to run. [`Command`] carries it (and an [`Order`])
+/// boxed, so that a command stays two words however much those carry: the common commands
+/// (reconnect, stop) are then cheap to queue in every guest's mailbox.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Operate {
     /// The operation id.

@@ -1,7 +1,7 @@
-//! Sizes of what the agent holds per guest: the supervisor task's future and the command
-//! channel's slot. Both are multiplied by the number of guests (10,000 on a large host), so a
-//! field added to the task's state or to [`Command`] shows up here before it shows up in the
-//! agent's resident memory. Run with `--nocapture` to see the figures.
+//! Sizes of what the agent holds per guest: the supervisor task's future, and a [`Command`]
+//! (what a mailbox queues). The future is multiplied by the number of guests (10,000 on a large
+//! host), so a field added to the task's state shows up here before it shows up in the agent's
+//! resident memory. Run with `--nocapture` to see the figures.
 
 use std::mem::{size_of, size_of_val};
 use std::sync::Arc;
