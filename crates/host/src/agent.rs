@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tether_hypervisor::Hypervisor;
-use tokio::sync::mpsc;
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
 
@@ -29,7 +28,7 @@ use crate::operations::Operations;
 use crate::pattern::ChannelPattern;
 use crate::recovery::{RecoveryHistory, RecoveryLimit};
 use crate::status::AgentView;
-use crate::supervisor::{Command, Ended, Settings, Supervisor};
+use crate::supervisor::{mailbox, Command, Ended, Mailbox, Settings, Supervisor};
 use crate::HostError;
 
 /// The compute host agent. Build with [`HostAgent::new`], then [`HostAgent::run`].
@@ -174,7 +173,7 @@ impl HostAgent {
 
 /// A running supervisor, as the registry sees it.
 struct Entry {
-    commands: mpsc::Sender<Command>,
+    commands: Mailbox,
     stopping: bool,
     respawn: bool,
 }
@@ -260,7 +259,7 @@ impl Registry {
             entry.respawn = false;
             if !entry.stopping {
                 entry.stopping = true;
-                let _ = entry.commands.try_send(Command::Stop);
+                entry.commands.send_stop();
             }
         }
     }
@@ -297,7 +296,7 @@ impl Registry {
     }
 
     fn spawn(&mut self, uuid: Arc<str>) {
-        let (commands, receiver) = mpsc::channel(4);
+        let (commands, receiver) = mailbox();
         let status = self.view.insert(&uuid);
         let history = self.histories.remove(&uuid).unwrap_or_default();
         let path = self.dir.join(self.pattern.file_name(&uuid));
@@ -345,7 +344,7 @@ impl Registry {
 
     async fn stop_all(&mut self) {
         for entry in self.entries.values() {
-            let _ = entry.commands.send(Command::Stop).await;
+            entry.commands.send_stop();
         }
         while self.tasks.join_next().await.is_some() {}
         self.entries.clear();

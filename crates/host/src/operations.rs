@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::Serialize;
 use tether_proto::EventType;
-use tokio::sync::mpsc;
 
 use crate::journal::format_ts;
 use crate::lifecycle::{OpState, Run, Scope, Step};
-use crate::supervisor::Command;
+use crate::supervisor::{Command, Mailbox, Operate};
 
 /// Finished operations remembered.
 pub const KEEP_FINISHED: usize = 1000;
@@ -57,7 +56,7 @@ struct Table {
     records: HashMap<String, OperationRecord>,
     finished: VecDeque<String>,
     running: HashMap<Arc<str>, String>,
-    controls: HashMap<Arc<str>, mpsc::Sender<Command>>,
+    controls: HashMap<Arc<str>, Mailbox>,
 }
 
 /// Shared handle on every operation; cheap to clone.
@@ -72,12 +71,12 @@ impl Operations {
     }
 
     /// Makes operations on `uuid` go to the supervisor behind `commands`.
-    pub(crate) fn attach(&self, uuid: &Arc<str>, commands: mpsc::Sender<Command>) {
+    pub(crate) fn attach(&self, uuid: &Arc<str>, commands: Mailbox) {
         self.lock().controls.insert(Arc::clone(uuid), commands);
     }
 
     /// Where commands for the supervisor of `uuid` go, if it runs.
-    pub(crate) fn commands(&self, uuid: &str) -> Option<mpsc::Sender<Command>> {
+    pub(crate) fn commands(&self, uuid: &str) -> Option<Mailbox> {
         self.lock().controls.get(uuid).cloned()
     }
 
@@ -118,11 +117,11 @@ impl Operations {
             return Err(BeginError::Busy(id.clone()));
         }
         let id = new_id(&table);
-        let command = Command::Operate {
+        let command = Command::Operate(Box::new(Operate {
             id: id.clone(),
             event,
             scope,
-        };
+        }));
         if commands.try_send(command).is_err() {
             // The supervisor is ending or swamped with commands; a retry will tell which.
             return Err(BeginError::Busy(String::new()));
@@ -222,8 +221,8 @@ fn new_id(table: &Table) -> String {
 mod tests {
     use super::*;
 
-    fn attached(ops: &Operations, uuid: &str) -> mpsc::Receiver<Command> {
-        let (tx, rx) = mpsc::channel(4);
+    fn attached(ops: &Operations, uuid: &str) -> crate::supervisor::Inbox {
+        let (tx, rx) = crate::supervisor::mailbox();
         ops.attach(&Arc::from(uuid), tx);
         rx
     }
@@ -249,9 +248,9 @@ mod tests {
         );
         assert!(ops.begin("u2", EventType::Stop).is_ok());
         assert!(matches!(
-            rx.try_recv().ok(),
-            Some(Command::Operate { id: sent, event: EventType::Pause, scope: Scope::Full })
-                if sent == id
+            rx.try_recv(),
+            Some(Command::Operate(op))
+                if op.id == id && op.event == EventType::Pause && op.scope == Scope::Full
         ));
         let record = ops.get(&id).unwrap();
         assert_eq!((record.state, record.action), (OpState::Voting, "pause"));
@@ -278,7 +277,7 @@ mod tests {
         let mut ids = Vec::new();
         for _ in 0..=KEEP_FINISHED {
             let id = ops.begin("u1", EventType::Stop).unwrap();
-            assert!(rx.try_recv().is_ok());
+            assert!(rx.try_recv().is_some());
             ops.refuse(&id, "test");
             ids.push(id);
         }

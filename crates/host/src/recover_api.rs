@@ -102,7 +102,10 @@ pub(crate) async fn recover(
             "The instance's supervisor did not take the order; try again",
         )
     };
-    if commands.try_send(Command::Recover(order)).is_err() {
+    if commands
+        .try_send(Command::Recover(Box::new(order)))
+        .is_err()
+    {
         return busy();
     }
     match tokio::time::timeout(ANSWER_WITHIN, outcome).await {

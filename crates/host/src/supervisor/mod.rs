@@ -10,10 +10,13 @@
 //! or any other guest. The registry talks to the task through [`Command`]s.
 
 mod link;
+mod mailbox;
 mod operation;
 mod order;
 mod report;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +25,6 @@ use std::time::Duration;
 use tether_hypervisor::Hypervisor;
 use tether_proto::EventType;
 use tokio::net::UnixStream;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::deferral::{DeferralPolicy, Episode};
@@ -59,6 +61,7 @@ pub(crate) struct Settings {
     pub deferral: DeferralPolicy,
 }
 
+pub(crate) use mailbox::{mailbox, Inbox, Mailbox};
 pub(crate) use order::{Order, OrderOutcome};
 
 /// What the registry or the API tells a supervisor.
@@ -68,17 +71,23 @@ pub(crate) enum Command {
     Reconnect,
     /// The socket file is gone or the agent stops: finish and return.
     Stop,
-    /// Run lifecycle operation `id` (already filed with [`Operations::begin`]).
-    Operate {
-        /// The operation id.
-        id: String,
-        /// What to do.
-        event: EventType,
-        /// How much of the sequence to run.
-        scope: Scope,
-    },
+    /// Run a lifecycle operation (already filed with [`Operations::begin`]).
+    Operate(Box<Operate>),
     /// Carry out a recovery the controller decided.
-    Recover(Order),
+    Recover(Box<Order>),
+}
+
+/// A lifecycle operation for a supervisor to run. [`Command`] carries it (and an [`Order`])
+/// boxed, so that a command stays two words however much those carry: the common commands
+/// (reconnect, stop) are then cheap to queue in every guest's mailbox.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Operate {
+    /// The operation id.
+    pub id: String,
+    /// What to do.
+    pub event: EventType,
+    /// How much of the sequence to run.
+    pub scope: Scope,
 }
 
 /// What a finished supervisor hands back to the registry.
@@ -124,7 +133,7 @@ pub(crate) struct Supervisor {
     settings: Arc<Settings>,
     uuid: Arc<str>,
     path: PathBuf,
-    commands: mpsc::Receiver<Command>,
+    commands: Inbox,
     status: StatusCell,
     fsm: HeartbeatFsm,
     recovery: Recovery,
@@ -135,8 +144,9 @@ pub(crate) struct Supervisor {
     connected: bool,
     connects: u32,
     protocol_errors: u64,
-    operation: Option<operation::Current>,
-    episode: Option<Episode>,
+    /// Rare state, boxed so that the task stays small while it is `None`.
+    operation: Option<Box<operation::Current>>,
+    episode: Option<Box<Episode>>,
 }
 
 impl Supervisor {
@@ -145,7 +155,7 @@ impl Supervisor {
         settings: Arc<Settings>,
         uuid: Arc<str>,
         path: PathBuf,
-        commands: mpsc::Receiver<Command>,
+        commands: Inbox,
         status: StatusCell,
         history: RecoveryHistory,
     ) -> Supervisor {
@@ -172,24 +182,31 @@ impl Supervisor {
     }
 
     /// Runs until stopped or until the socket file is gone.
-    pub(crate) async fn run(mut self) -> Ended {
-        let mut wait = None;
-        loop {
-            let stream = match self.connect(wait).await {
-                Connect::Connected(stream) => stream,
-                Connect::Gone | Connect::Stop => break,
-            };
-            match self.session(stream).await {
-                session::End::Stop => break,
-                session::End::ReconnectNow => wait = None,
-                session::End::Retry => wait = Some(self.backoff.next()),
+    ///
+    /// Not an `async fn`: one of those keeps its by-value arguments twice in its future (as
+    /// passed and as moved into the body), which doubled the supervisor's state in every
+    /// guest's task. The `async move` block keeps `self` once.
+    #[allow(clippy::manual_async_fn)] // an `async fn` would store `self` twice, see above
+    pub(crate) fn run(mut self) -> impl std::future::Future<Output = Ended> + Send {
+        async move {
+            let mut wait = None;
+            loop {
+                let stream = match self.connect(wait).await {
+                    Connect::Connected(stream) => stream,
+                    Connect::Gone | Connect::Stop => break,
+                };
+                match self.session(stream).await {
+                    session::End::Stop => break,
+                    session::End::ReconnectNow => wait = None,
+                    session::End::Retry => wait = Some(self.backoff.next()),
+                }
             }
-        }
-        self.finish_recovery().await;
-        self.finish_operation().await;
-        Ended {
-            uuid: self.uuid,
-            history: self.recovery.into_history(),
+            self.finish_recovery().await;
+            self.finish_operation().await;
+            Ended {
+                uuid: self.uuid,
+                history: self.recovery.into_history(),
+            }
         }
     }
 
@@ -200,8 +217,8 @@ impl Supervisor {
                 match self.pause(wait).await {
                     Some(Command::Stop) => return Connect::Stop,
                     Some(Command::Reconnect) => self.backoff.reset(),
-                    Some(Command::Recover(order)) => self.on_order(order, Instant::now()),
-                    Some(Command::Operate { .. }) | None => {}
+                    Some(Command::Recover(order)) => self.on_order(*order, Instant::now()),
+                    Some(Command::Operate(_)) | None => {}
                 }
             }
             match tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(&self.path)).await {
@@ -225,20 +242,18 @@ impl Supervisor {
             episode_timer.set(self.episode_deadline());
             tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(Command::Operate { id, event, scope }) => {
-                        self.begin_operation(id, event, scope, None, Instant::now());
-                    }
-                    Some(Command::Recover(order)) => self.on_order(order, Instant::now()),
+                    Some(Command::Operate(op)) => self.begin_operation(*op, None, Instant::now()),
+                    Some(Command::Recover(order)) => self.on_order(*order, Instant::now()),
                     other => return Some(other.unwrap_or(Command::Stop)),
                 },
-                () = episode_timer.sleep.as_mut(), if episode_timer.armed.is_some() => {
+                () = episode_timer.expired(), if episode_timer.armed().is_some() => {
                     self.check_episode(Instant::now());
                 }
                 done = self.recovery.finished() => self.on_recovery_done(done),
                 result = operation::acted(&mut self.operation), if self.operation_acting() => {
                     self.operation_input(RunInput::Acted(result), None, Instant::now());
                 }
-                () = op_timer.sleep.as_mut(), if op_timer.armed.is_some() => {
+                () = op_timer.expired(), if op_timer.armed().is_some() => {
                     self.operation_input(RunInput::Timer, None, Instant::now());
                 }
                 () = &mut sleep => return None,

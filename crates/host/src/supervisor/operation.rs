@@ -6,13 +6,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tether_hypervisor::{Action, HypervisorError, Instance};
-use tether_proto::{EventType, Message, VoteResult};
+use tether_proto::{Message, VoteResult};
 use tokio::time::Instant;
 
 use super::link::Link;
-use super::Supervisor;
+use super::{Operate, Supervisor};
 use crate::journal::{Details, EventKind};
-use crate::lifecycle::{Effect, Guest, Run, RunInput, Scope};
+use crate::lifecycle::{Effect, Guest, Run, RunInput};
 use crate::recovery::error_chain;
 
 type ActFuture = Pin<Box<dyn Future<Output = Result<(), HypervisorError>> + Send>>;
@@ -26,14 +26,8 @@ pub(super) struct Current {
 
 impl Supervisor {
     /// Starts operation `id` for `event`, as the API asked.
-    pub(super) fn begin_operation(
-        &mut self,
-        id: String,
-        event: EventType,
-        scope: Scope,
-        link: Option<&mut Link>,
-        now: Instant,
-    ) {
+    pub(super) fn begin_operation(&mut self, op: Operate, link: Option<&mut Link>, now: Instant) {
+        let Operate { id, event, scope } = op;
         if let Some(current) = &self.operation {
             let busy = format!("operation {} is still running", current.id);
             self.settings.operations.refuse(&id, &busy);
@@ -53,11 +47,11 @@ impl Supervisor {
             ..Details::default()
         };
         self.journal(EventKind::OperationStarted, details);
-        self.operation = Some(Current {
+        self.operation = Some(Box::new(Current {
             id,
             run,
             acting: None,
-        });
+        }));
         self.carry_out_effects(effects, link);
     }
 
@@ -175,7 +169,7 @@ impl Supervisor {
 /// Resolves when the running operation's action finishes; never resolves when none runs.
 /// Cancel-safe: dropping this future leaves the action running. A free function, so that it
 /// borrows only the operation while the supervisor waits on other things too.
-pub(super) async fn acted(operation: &mut Option<Current>) -> Result<(), String> {
+pub(super) async fn acted(operation: &mut Option<Box<Current>>) -> Result<(), String> {
     let Some(acting) = operation.as_mut().and_then(|c| c.acting.as_mut()) else {
         return std::future::pending().await;
     };

@@ -69,12 +69,12 @@ impl Supervisor {
         self.journal(EventKind::RecoveryDeferred, details);
         tracing::info!(instance = %self.uuid, %action, cause = cause_name(cause),
             "Leaving the corrective action to the controller");
-        self.episode = Some(Episode::deferred(
+        self.episode = Some(Box::new(Episode::deferred(
             action,
             cause,
             &self.settings.deferral,
             now,
-        ));
+        )));
         true
     }
 

@@ -5,7 +5,9 @@
 //! (only while the rate limits allow reading), the end of a throttle pause, or the socket
 //! becoming writable (only while bytes wait). Nothing wakes the task otherwise.
 
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use tether_proto::{Message, Nack};
 use tokio::net::UnixStream;
@@ -16,9 +18,6 @@ use super::{operation, Command, Supervisor};
 use crate::fsm::{Input, Output};
 use crate::journal::{Details, EventKind};
 use crate::lifecycle::RunInput;
-
-/// Far enough in the future to stand for "not armed".
-const FAR: Duration = Duration::from_secs(86_400 * 365);
 
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,27 +33,38 @@ pub(super) enum End {
 /// A reason to close the channel, with what to do next.
 type Close = (End, &'static str);
 
-/// A timer that is re-armed only when its deadline changes.
+/// A timer that is re-armed only when its deadline changes. Its `Sleep` is allocated when
+/// the timer is armed and freed when it is disarmed: every guest has up to five timers, and
+/// most of them are idle most of the time.
 pub(super) struct Timer {
-    pub(super) sleep: std::pin::Pin<Box<Sleep>>,
-    pub(super) armed: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
 }
 
 impl Timer {
     pub(super) fn new() -> Timer {
-        Timer {
-            sleep: Box::pin(tokio::time::sleep(FAR)),
-            armed: None,
-        }
+        Timer { sleep: None }
+    }
+
+    /// The deadline it is armed for, if any.
+    pub(super) fn armed(&self) -> Option<Instant> {
+        self.sleep.as_ref().map(|sleep| sleep.deadline())
     }
 
     pub(super) fn set(&mut self, deadline: Option<Instant>) {
-        if deadline != self.armed {
-            self.armed = deadline;
-            if let Some(at) = deadline {
-                self.sleep.as_mut().reset(at);
-            }
+        match (deadline, self.sleep.as_mut()) {
+            (None, _) => self.sleep = None,
+            (Some(at), Some(sleep)) if sleep.deadline() != at => sleep.as_mut().reset(at),
+            (Some(_), Some(_)) => {}
+            (Some(at), None) => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
         }
+    }
+
+    /// Resolves once the deadline has passed; never while disarmed.
+    pub(super) fn expired(&mut self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| match self.sleep.as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        })
     }
 }
 
@@ -73,18 +83,18 @@ impl Supervisor {
         let (mut op_timer, mut episode_timer) = (Timer::new(), Timer::new());
         let (end, reason) = loop {
             beat.set(self.fsm.deadline());
-            start.set(self.start_deadline(start.armed));
+            start.set(self.start_deadline(start.armed()));
             op_timer.set(self.operation_deadline());
             episode_timer.set(self.episode_deadline());
             self.refresh_status();
             let closed = tokio::select! {
                 command = self.commands.recv() => match command {
-                    Some(Command::Operate { id, event, scope }) => {
-                        self.begin_operation(id, event, scope, Some(&mut link), Instant::now());
+                    Some(Command::Operate(op)) => {
+                        self.begin_operation(*op, Some(&mut link), Instant::now());
                         self.flush(&mut link)
                     }
                     Some(Command::Recover(order)) => {
-                        self.on_order(order, Instant::now());
+                        self.on_order(*order, Instant::now());
                         None
                     }
                     Some(Command::Reconnect) => Some((End::ReconnectNow, "channel socket re-created")),
@@ -98,25 +108,25 @@ impl Supervisor {
                     self.operation_input(RunInput::Acted(result), Some(&mut link), Instant::now());
                     self.flush(&mut link)
                 }
-                () = op_timer.sleep.as_mut(), if op_timer.armed.is_some() => {
+                () = op_timer.expired(), if op_timer.armed().is_some() => {
                     self.operation_input(RunInput::Timer, Some(&mut link), Instant::now());
                     self.flush(&mut link)
                 }
-                () = episode_timer.sleep.as_mut(), if episode_timer.armed.is_some() => {
+                () = episode_timer.expired(), if episode_timer.armed().is_some() => {
                     self.check_episode(Instant::now());
                     None
                 }
-                () = beat.sleep.as_mut(), if beat.armed.is_some() => {
+                () = beat.expired(), if beat.armed().is_some() => {
                     self.step(&mut link, Input::Timer, Instant::now())
                 }
-                () = start.sleep.as_mut(), if start.armed.is_some() => {
+                () = start.expired(), if start.armed().is_some() => {
                     Some((End::Retry, "connected but not heartbeating in time"))
                 }
-                ready = link.readable(), if throttle.armed.is_none() => match ready {
+                ready = link.readable(), if throttle.armed().is_none() => match ready {
                     Ok(()) => self.read(&mut link, &mut throttle),
                     Err(_) => Some((End::Retry, "channel read failed")),
                 },
-                () = throttle.sleep.as_mut(), if throttle.armed.is_some() => {
+                () = throttle.expired(), if throttle.armed().is_some() => {
                     throttle.set(None);
                     None
                 }
