@@ -9,6 +9,7 @@
 mod migrations;
 mod outbox;
 mod recoveries;
+mod rows;
 mod sqlite;
 mod vim;
 

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
-use super::sqlite::{event_row_at, EVENT_COLUMNS};
+use super::rows::{event_row_at, EVENT_COLUMNS};
 use super::{Delivery, DueDeliveries, StoreError, WebhookRecord, WebhookStatus};
 use crate::clock::format_ts;
 
