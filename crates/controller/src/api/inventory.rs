@@ -316,26 +316,37 @@ pub(super) async fn corrective_action(
 /// Reads `{"action": "reboot" | "stop" | "log" | null}`; `null` clears the override.
 fn parse_override(body: &[u8]) -> Result<Option<CorrectiveAction>, ApiError> {
     let shape = "The body must be {\"action\": \"reboot\" | \"stop\" | \"log\" | null}";
+    parse_one_key(body, "action", shape, true)
+}
+
+/// Reads a body of exactly one `key` whose value is a name `T` parses, or `null` when
+/// `nullable` (answered as `None`); `shape` opens every error message.
+pub(super) fn parse_one_key<T: std::str::FromStr<Err = ()>>(
+    body: &[u8],
+    key: &str,
+    shape: &str,
+    nullable: bool,
+) -> Result<Option<T>, ApiError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("{shape}: {e}")))?;
-    let action = value
+    let found = value
         .as_object()
         .filter(|o| o.len() == 1)
-        .and_then(|o| o.get("action"));
-    match action {
-        Some(Value::Null) => Ok(None),
+        .and_then(|o| o.get(key));
+    match found {
+        Some(Value::Null) if nullable => Ok(None),
         Some(Value::String(name)) => match name.parse() {
-            Ok(action) => Ok(Some(action)),
+            Ok(parsed) => Ok(Some(parsed)),
             Err(()) => Err(ApiError::bad_request(format!("{shape}, not {name:?}"))),
         },
         _ => Err(ApiError::bad_request(format!("{shape}, not {value}"))),
     }
 }
 
-fn no_host(name: &str) -> ApiError {
+pub(super) fn no_host(name: &str) -> ApiError {
     ApiError::not_found(format!("No host named {name:?}"))
 }
 
-fn no_instance(uuid: &str) -> ApiError {
+pub(super) fn no_instance(uuid: &str) -> ApiError {
     ApiError::not_found(format!("No instance with uuid {uuid:?}"))
 }

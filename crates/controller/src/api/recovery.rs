@@ -6,9 +6,9 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::inventory::{no_host, no_instance, parse_one_key};
 use super::{read_body, ApiError, ApiState, ErrorBody, MAX_BODY};
 use crate::store::{HostRecord, InstanceRecord, RecoveryDecision, RecoveryMode};
 
@@ -66,9 +66,7 @@ pub(super) async fn host_mode(
         let name = name.clone();
         move |store| store.set_host_recovery_mode(&name, mode)
     });
-    let host = changed
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("No host named {name:?}")))?;
+    let host = changed.await?.ok_or_else(|| no_host(&name))?;
     tracing::info!(host = %host.name, %mode, "Host recovery mode set");
     Ok(Json(host))
 }
@@ -145,24 +143,7 @@ fn parse_mode(body: &[u8], nullable: bool) -> Result<Option<RecoveryMode>, ApiEr
     } else {
         "The body must be {\"mode\": \"builtin\" | \"vim\"}"
     };
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("{shape}: {e}")))?;
-    let mode = value
-        .as_object()
-        .filter(|o| o.len() == 1)
-        .and_then(|o| o.get("mode"));
-    match mode {
-        Some(Value::Null) if nullable => Ok(None),
-        Some(Value::String(name)) => match name.parse() {
-            Ok(mode) => Ok(Some(mode)),
-            Err(()) => Err(ApiError::bad_request(format!("{shape}, not {name:?}"))),
-        },
-        _ => Err(ApiError::bad_request(format!("{shape}, not {value}"))),
-    }
-}
-
-fn no_instance(uuid: &str) -> ApiError {
-    ApiError::not_found(format!("No instance with uuid {uuid:?}"))
+    parse_one_key(body, "mode", shape, nullable)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::api::ApiState;
 use crate::clock::unix_ms;
 use crate::hostlink::{RecoverAnswer, RecoverOrder};
 use crate::store::{DecisionKind, NewDecision, PendingFailure};
+use crate::throttle::Throttle;
 use policy::{judge, RecoveryPolicy, Verdict};
 
 /// The longest the task sleeps without looking for pending failures.
@@ -42,7 +43,7 @@ impl RecoveryTask {
     pub fn spawn(state: ApiState, policy: RecoveryPolicy) -> RecoveryTask {
         RecoveryTask(tokio::spawn(async move {
             let mut events = state.subscribe();
-            let mut warned: HashMap<String, Instant> = HashMap::new();
+            let mut warned: HashMap<String, Throttle> = HashMap::new();
             loop {
                 let wake = round(&state, &policy, &mut warned).await;
                 let sleep = tokio::time::sleep_until(wake.unwrap_or(Instant::now() + TICK));
@@ -71,10 +72,10 @@ impl Drop for RecoveryTask {
 
 /// Decides every pending failure it can now; answers when to look again, if sooner than
 /// [`TICK`].
-pub async fn round(
+pub(crate) async fn round(
     state: &ApiState,
     policy: &RecoveryPolicy,
-    warned: &mut HashMap<String, Instant>,
+    warned: &mut HashMap<String, Throttle>,
 ) -> Option<Instant> {
     let pending = match state.store(|store| store.pending_failures()).await {
         Ok(pending) => pending,
@@ -98,7 +99,7 @@ async fn decide(
     state: &ApiState,
     policy: &RecoveryPolicy,
     failure: PendingFailure,
-    warned: &mut HashMap<String, Instant>,
+    warned: &mut HashMap<String, Throttle>,
 ) -> Option<Instant> {
     let now = SystemTime::now();
     let since_ms = unix_ms(now).saturating_sub(millis(policy.window));
@@ -197,18 +198,16 @@ async fn record(
 }
 
 fn warn_unreachable(
-    warned: &mut HashMap<String, Instant>,
+    warned: &mut HashMap<String, Throttle>,
     host: &str,
     error: &crate::hostlink::HostLinkError,
 ) {
-    let now = Instant::now();
-    let due = warned
-        .get(host)
-        .is_none_or(|last| now.duration_since(*last) >= LOG_PERIOD);
-    if due {
-        warned.insert(host.to_owned(), now);
+    let throttle = warned
+        .entry(host.to_owned())
+        .or_insert_with(|| Throttle::new(LOG_PERIOD));
+    if let Some(suppressed) = throttle.allow(Instant::now()) {
         let error = crate::api::error_chain(error);
-        tracing::warn!(host, %error, retry_s = RETRY.as_secs(),
+        tracing::warn!(host, %error, suppressed, retry_s = RETRY.as_secs(),
             "Cannot order a recovery from the host; trying again");
     }
 }
